@@ -1,0 +1,50 @@
+"""Text for ``compress check``: the resolved plan, and the model's parameter list."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from compress import groups as G
+from compress.config import RunConfig
+from compress.schedule.model import Schedule
+from compress.scheduler import BoundRule
+
+
+def _shape(shape) -> str:
+    return "x".join(map(str, shape)) or "scalar"
+
+
+def format_params(model: nn.Module, arch: str) -> str:
+    rows = [(name, _shape(p.shape), str(p.numel())) for name, p in model.named_parameters()]
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{arch}: {len(rows)} parameter tensors, {sum(p.numel() for p in model.parameters()):,} weights"]
+    lines += [f"  {n.ljust(width)}  {s.ljust(14)}  {c}" for n, s, c in rows]
+    return "\n".join(lines)
+
+
+def format_plan(schedule: Schedule, config: RunConfig, rules: list[BoundRule], model: nn.Module) -> str:
+    lines = [f"schedule {schedule.source}: model {config.arch}, dataset {config.dataset}, {config.epochs} epochs"]
+    for bound in rules:
+        rule = bound.rule
+        extras = [f"mode {rule.mode}", rule.epochs.describe(config.epochs)]
+        if rule.keep_mask:
+            fires = (
+                "never in this run"
+                if bound.last_epoch is None or bound.last_epoch >= config.epochs
+                else f"after epoch {bound.last_epoch}"
+            )
+            extras.append(f"keep_mask ({fires})")
+        lines.append(f"rule {rule.name}: {rule.penalty}, " + ", ".join(extras))
+        width = max((len(t.param_name) for t in bound.targets), default=0)
+        for t in bound.targets:
+            shape = tuple(t.param.shape)
+            counts = " + ".join(f"{G.get(g).count(shape)} {g}" for g in t.groups)
+            thr = f"  threshold {t.threshold:g} ({rule.threshold_criterion})" if t.threshold is not None else ""
+            name, shape_text = t.param_name.ljust(width), _shape(shape).ljust(12)
+            lines.append(f"  {name}  {shape_text}  {counts.ljust(16)}  strength {t.strength:g}{thr}")
+    for spec in schedule.lr_schedulers:
+        args = ", ".join(f"{k}={v}" for k, v in spec.args)
+        lines.append(f"lr_scheduler {spec.cls}({args}), {spec.epochs.describe(config.epochs)}")
+    n_params = len({t.param_name for b in rules for t in b.targets})
+    lines.append(f"OK: {len(rules)} rule(s) on {n_params} parameter(s), {len(schedule.lr_schedulers)} lr scheduler(s)")
+    return "\n".join(lines)

@@ -1,0 +1,94 @@
+"""Run settings. Precedence, lowest first: defaults < the schedule's ``config:`` < ``--config`` < flags."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from compress.yamlio import FieldChecker, YamlMap, parse_yaml, read_text
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    arch: str = "lenet5"
+    dataset: str = "mnist5k"
+    epochs: int = 10
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    seed: int = 0
+    device: str = "cpu"
+    out_dir: str = "runs"
+    name: str | None = None
+    limit_batches: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# key -> (type, minimum); None minimum means any value of the type
+_RULES: dict[str, tuple[type, float | None]] = {
+    "arch": (str, None),
+    "dataset": (str, None),
+    "epochs": (int, 1),
+    "batch_size": (int, 1),
+    "optimizer": (str, None),
+    "lr": (float, 0),
+    "momentum": (float, 0),
+    "nesterov": (bool, None),
+    "weight_decay": (float, 0),
+    "seed": (int, 0),
+    "device": (str, None),
+    "out_dir": (str, None),
+    "name": (str, None),
+    "limit_batches": (int, 1),
+}
+
+
+def load_config_file(path: Path | str, what: str = "--config") -> dict[str, Any]:
+    """The settings a config file gives, checked key by key; every problem at once."""
+    path = Path(path)
+    data, duplicates = parse_yaml(read_text(path, what), str(path))
+    check = FieldChecker(str(path))
+    if data is None:
+        return {}
+    if not isinstance(data, YamlMap):
+        check.error(1, "", "a config must be a YAML mapping of setting: value")
+        check.raise_if_errors()
+    for dup in duplicates:
+        check.error(dup.second_line, dup.key, f"duplicate key (first at line {dup.first_line})")
+    check.keys(data, "", set(_RULES))
+    out = {}
+    for key in data:
+        if key in _RULES and (value := _read(check, data, key)) is not None:
+            out[key] = value
+    check.raise_if_errors()
+    return out
+
+
+def _read(check: FieldChecker, data: YamlMap, key: str) -> Any:
+    kind, minimum = _RULES[key]
+    if kind is str:
+        return check.string(data, key, "", None, set(OPTIMIZERS) if key == "optimizer" else None)
+    if kind is bool:
+        return check.boolean(data, key, "")
+    return check.number(data, key, "", None, integer=kind is int, minimum=minimum)
+
+
+def resolve_config(layers: list[dict[str, Any]]) -> RunConfig:
+    """Later layers win; ``None`` in a layer means 'not given'."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged.update({k: v for k, v in layer.items() if v is not None})
+    names = {f.name for f in fields(RunConfig)}
+    values = {k: v for k, v in merged.items() if k in names}
+    for key in ("lr", "momentum", "weight_decay"):
+        if key in values:
+            values[key] = float(values[key])
+    return RunConfig(**values)

@@ -1,0 +1,57 @@
+"""YAML -> ``Schedule``. Two spellings (ours and Distiller's), one meaning; no torch here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from compress.errors import CompressError, Diagnostic
+from compress.schedule.distiller import read_distiller
+from compress.schedule.model import Epochs, LRSchedulerSpec, Rule, Schedule, Target
+from compress.schedule.native import read_native
+from compress.schedule.vocabulary import Vocabulary, default_vocabulary
+from compress.yamlio import FieldChecker, YamlMap, parse_yaml, read_text
+
+__all__ = ["Epochs", "LRSchedulerSpec", "Rule", "Schedule", "Target", "Vocabulary", "load_schedule", "parse_schedule"]
+
+DISTILLER_KEYS = {"regularizers", "lr_schedulers", "policies", "pruners", "quantizers", "extensions"}
+
+
+def load_schedule(path: Path | str, vocab: Vocabulary | None = None) -> Schedule:
+    path = Path(path)
+    return parse_schedule(read_text(path, "--schedule"), str(path), vocab)
+
+
+def parse_schedule(text: str, source: str = "<schedule>", vocab: Vocabulary | None = None) -> Schedule:
+    """Every problem in the file at once as one ``CompressError``; warnings ride on the result."""
+    vocab = default_vocabulary() if vocab is None else vocab
+    data, duplicates = parse_yaml(text, source)
+    check = FieldChecker(source)
+    if data is None:
+        data = YamlMap()
+        data.line, data.key_lines = 1, {}
+    if not isinstance(data, YamlMap):
+        raise CompressError(
+            Diagnostic("a schedule must be a YAML mapping with rules: (or Distiller's policies:)", source, 1)
+        )
+    distiller = bool(DISTILLER_KEYS & set(data))
+    if distiller and "rules" in data:
+        check.error(
+            data.line_of("rules"), "rules", "mixes our rules: with Distiller's sections; use one format per file"
+        )
+    for dup in duplicates:
+        message = f"duplicate key {dup.key!r} (lines {dup.first_line} and {dup.second_line}); the later one is used"
+        (check.warn if distiller else check.error)(dup.second_line, dup.key, message)
+    _check_version(check, data)
+    reader = read_distiller if distiller else read_native
+    rules, lrs = reader(check, data, vocab)
+    config = check.string(data, "config", "", None)
+    if config is not None:
+        config = str(Path(source).parent / config) if source != "<schedule>" else config
+    check.raise_if_errors()
+    return Schedule(rules, lrs, config, source, text, tuple(check.warnings))
+
+
+def _check_version(check: FieldChecker, data: YamlMap) -> None:
+    version = data.get("version", 1)
+    if version != 1 or isinstance(version, bool):
+        check.error(data.line_of("version"), "version", f"unsupported schedule version {version!r}; valid: 1")

@@ -1,0 +1,249 @@
+"""Distiller's schedule spelling, read unchanged. Sample::
+
+    version: 1
+    regularizers:
+      filters_reg:
+        class: GroupLassoRegularizer
+        reg_regims:
+          module.conv1.weight: [0.005, 3D]     # DataParallel's prefix is matched to plain names
+          conv2.weight: [0.005, Filters]
+        threshold_criteria: Mean_Abs          # optional; the threshold is each strength, as in Distiller
+    lr_schedulers:
+      training_lr: {class: StepLR, step_size: 10, gamma: 0.1}
+    policies:
+      - regularizer: {instance_name: filters_reg, args: {keep_mask: true}}
+        starting_epoch: 0
+        ending_epoch: 20        # exclusive
+        frequency: 1
+      - lr_scheduler: {instance_name: training_lr}
+        epochs: [3, 6, 9]
+
+Where Distiller stayed silent we are strict. Our extensions: ``mode: proximal`` on a regularizer,
+``L2Regularizer``, and a top-level ``config``.
+"""
+
+from __future__ import annotations
+
+from compress.errors import suggest
+from compress.schedule.epochs import checked_range, read_listed
+from compress.schedule.model import Epochs, LRSchedulerSpec, Rule, Target
+from compress.schedule.native import check_group_name
+from compress.schedule.vocabulary import Vocabulary
+from compress.yamlio import FieldChecker, YamlList, YamlMap
+
+TOP_KEYS = {"version", "config", "regularizers", "lr_schedulers", "policies"}
+UNSUPPORTED = {"pruners", "quantizers", "extensions"}
+CLASSES = {"L1Regularizer": "l1", "L2Regularizer": "l2", "GroupLassoRegularizer": "group_lasso"}
+GROUPS = {
+    "2D": ("kernels",),
+    "3D": ("filters",),
+    "4D": ("layer",),
+    "Filters": ("filters",),
+    "Channels": ("channels",),
+    "Rows": ("rows",),
+    "Cols": ("cols",),
+    "Rows+Cols": ("rows", "cols"),
+    "Channels+4D": ("channels", "layer"),
+}
+CRITERIA = {"Mean_Abs": "mean_abs", "Max": "max"}
+POLICY_KINDS = ("regularizer", "lr_scheduler")
+POLICY_KEYS = {
+    *POLICY_KINDS,
+    "pruner",
+    "quantizer",
+    "extension",
+    "epochs",
+    "starting_epoch",
+    "ending_epoch",
+    "frequency",
+}
+
+
+def read_distiller(check: FieldChecker, doc: YamlMap, vocab: Vocabulary) -> tuple[tuple[Rule, ...], tuple]:
+    for key in doc:
+        if key in UNSUPPORTED:
+            check.error(
+                doc.line_of(key),
+                str(key),
+                f"Distiller's {key} are not supported yet; only regularizers and lr_schedulers are",
+            )
+    check.keys(doc, "", TOP_KEYS | UNSUPPORTED)
+    regularizers = _read_regularizers(check, doc, vocab)
+    lr_defs = _named_section(check, doc, "lr_schedulers")
+    rules, lrs, used = [], [], set()
+    policies = doc.get("policies") or YamlList()
+    if not isinstance(policies, YamlList):
+        check.error(doc.line_of("policies"), "policies", "expected a list of policies")
+        policies = YamlList()
+    for i, raw in enumerate(policies):
+        field = f"policies[{i}]"
+        policy = check.mapping(raw, policies.line_of(i), field)
+        if policy is None:
+            continue
+        kind, name = _policy_target(check, policy, field, regularizers, lr_defs)
+        epochs = _policy_epochs(check, policy, field)
+        if name is None:
+            continue
+        used.add(name)
+        if kind == "regularizer":
+            rules.append(_rule_for(check, policy, field, name, regularizers[name], epochs, len(rules)))
+        else:
+            lrs.append(_lr_for(check, lr_defs[name], name, epochs))
+    for name, m in {**regularizers, **lr_defs}.items():
+        if name not in used:
+            check.warn(m.line, name, "defined but no policy uses it, so it never acts")
+    return _unique_names(rules), tuple(lrs)
+
+
+def _named_section(check: FieldChecker, doc: YamlMap, key: str) -> dict[str, YamlMap]:
+    section = doc.get(key)
+    if section is None:
+        return {}
+    if not isinstance(section, YamlMap):
+        check.error(doc.line_of(key), key, "expected a mapping of instance name -> definition")
+        return {}
+    found = {}
+    for name, value in section.items():
+        m = check.mapping(value, section.line_of(name), f"{key}.{name}")
+        if m is not None:
+            found[str(name)] = m
+    return found
+
+
+def _read_regularizers(check: FieldChecker, doc: YamlMap, vocab: Vocabulary) -> dict[str, YamlMap]:
+    found = _named_section(check, doc, "regularizers")
+    for name, m in found.items():
+        field = f"regularizers.{name}"
+        check.keys(m, field, {"class", "reg_regims", "threshold_criteria", "mode"}, required=("class", "reg_regims"))
+        check.string(m, "class", field, None, set(CLASSES))
+        check.string(m, "threshold_criteria", field, None, set(CRITERIA))
+        check.string(m, "mode", field, None, {"penalty", "proximal"})
+        m.targets = _read_regims(check, m, field, vocab)
+    return found
+
+
+def _read_regims(check: FieldChecker, m: YamlMap, field: str, vocab: Vocabulary) -> tuple[Target, ...]:
+    penalty = CLASSES.get(m.get("class"))
+    regims, field = m.get("reg_regims"), f"{field}.reg_regims"
+    if not isinstance(regims, YamlMap) or not regims:
+        if "reg_regims" in m:
+            check.error(
+                m.line_of("reg_regims"), field, "expected a mapping of parameter name -> strength or [strength, group]"
+            )
+        return ()
+    thresholded = m.get("threshold_criteria") in CRITERIA
+    targets = []
+    for param, value in regims.items():
+        line, path = regims.line_of(param), f"{field}.{param}"
+        strength, groups = _read_regim(check, line, path, value, penalty, vocab)
+        if strength is not None:
+            threshold = strength if thresholded else None
+            targets.append(Target(str(param), strength, groups, threshold, line))
+    return tuple(targets)
+
+
+def _read_regim(check: FieldChecker, line: int, path: str, value, penalty: str | None, vocab: Vocabulary):
+    grouped = penalty == "group_lasso"
+    if grouped:
+        if not (isinstance(value, YamlList) and len(value) == 2 and isinstance(value[1], str)):
+            check.error(line, path, f"GroupLassoRegularizer needs [strength, group], group one of {', '.join(GROUPS)}")
+            return None, ()
+        value, group = value
+        if group not in GROUPS:
+            check.error(line, path, f"unknown group {group!r}{suggest(group, GROUPS)}; valid: {', '.join(GROUPS)}")
+            return None, ()
+        groups = tuple(check_group_name(check, line, path, g, penalty, vocab) for g in GROUPS[group])
+    else:
+        groups = ("elements",)
+    holder = YamlMap({"strength": value})
+    holder.line, holder.key_lines = line, {}
+    strength = check.number(holder, "strength", path, None, minimum=0)
+    return (float(strength) if strength is not None else None), groups
+
+
+def _policy_target(check: FieldChecker, policy: YamlMap, field: str, regularizers: dict, lr_defs: dict):
+    check.keys(policy, field, POLICY_KEYS)
+    for kind in ("pruner", "quantizer", "extension"):
+        if kind in policy:
+            check.error(policy.line_of(kind), f"{field}.{kind}", f"{kind} policies are not supported yet")
+    kinds = [k for k in POLICY_KINDS if k in policy]
+    if len(kinds) != 1:
+        if not any(k in policy for k in ("pruner", "quantizer", "extension")):
+            check.error(policy.line, field, "a policy needs exactly one of: regularizer, lr_scheduler")
+        return None, None
+    kind = kinds[0]
+    ref = check.mapping(policy[kind], policy.line_of(kind), f"{field}.{kind}")
+    if ref is None:
+        return kind, None
+    check.keys(ref, f"{field}.{kind}", {"instance_name", "args"}, required=("instance_name",))
+    name = check.string(ref, "instance_name", f"{field}.{kind}")
+    defined = regularizers if kind == "regularizer" else lr_defs
+    if name is not None and name not in defined:
+        section = "regularizers" if kind == "regularizer" else "lr_schedulers"
+        check.error(
+            ref.line_of("instance_name"),
+            f"{field}.{kind}.instance_name",
+            f"no {section} entry named {name!r}{suggest(name, defined)}",
+        )
+        return kind, None
+    return kind, name
+
+
+def _policy_epochs(check: FieldChecker, policy: YamlMap, field: str) -> Epochs:
+    if "epochs" in policy:
+        if "starting_epoch" in policy or "ending_epoch" in policy:
+            check.error(
+                policy.line_of("epochs"),
+                f"{field}.epochs",
+                "give either epochs or starting_epoch/ending_epoch, not both",
+            )
+        return read_listed(check, policy, field)
+    if "starting_epoch" not in policy or "ending_epoch" not in policy:
+        check.error(policy.line, field, "needs epochs: [...] or starting_epoch and ending_epoch (exclusive)")
+        return Epochs()
+    start = check.number(policy, "starting_epoch", field, None, integer=True)
+    end = check.number(policy, "ending_epoch", field, None, integer=True)
+    frequency = check.number(policy, "frequency", field, 1, integer=True, minimum=1)
+    if start is None or end is None:
+        return Epochs()
+    return checked_range(check, policy.line_of("ending_epoch"), f"{field}.ending_epoch", start, end, frequency)
+
+
+def _rule_for(check, policy: YamlMap, field: str, name: str, reg: YamlMap, epochs: Epochs, index: int) -> Rule:
+    args = policy["regularizer"].get("args")
+    keep_mask = False
+    if args is not None:
+        args_map = check.mapping(args, policy["regularizer"].line_of("args"), f"{field}.regularizer.args")
+        if args_map is not None:
+            check.keys(args_map, f"{field}.regularizer.args", {"keep_mask"})
+            keep_mask = check.boolean(args_map, "keep_mask", f"{field}.regularizer.args", False)
+    return Rule(
+        name=name,
+        penalty=CLASSES.get(reg.get("class"), "l1"),
+        targets=getattr(reg, "targets", ()),
+        epochs=epochs,
+        mode=reg.get("mode") if reg.get("mode") in ("penalty", "proximal") else "penalty",
+        threshold_criterion=CRITERIA.get(reg.get("threshold_criteria"), "norm"),
+        keep_mask=keep_mask,
+        line=policy.line,
+    )
+
+
+def _lr_for(check: FieldChecker, m: YamlMap, name: str, epochs: Epochs) -> LRSchedulerSpec:
+    cls = check.string(m, "class", f"lr_schedulers.{name}")
+    if "class" not in m:
+        check.error(m.line, f"lr_schedulers.{name}.class", "required key is missing (a torch.optim.lr_scheduler class)")
+    args = tuple((k, v) for k, v in m.items() if k != "class")
+    return LRSchedulerSpec(cls or "", args, epochs, m.line)
+
+
+def _unique_names(rules: list[Rule]) -> tuple[Rule, ...]:
+    """One regularizer used by two policies becomes two rules: name, name#2."""
+    from dataclasses import replace
+
+    seen: dict[str, int] = {}
+    out = []
+    for rule in rules:
+        seen[rule.name] = seen.get(rule.name, 0) + 1
+        out.append(rule if seen[rule.name] == 1 else replace(rule, name=f"{rule.name}#{seen[rule.name]}"))
+    return tuple(out)

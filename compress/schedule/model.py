@@ -1,0 +1,95 @@
+"""What a schedule means, whichever YAML spelling it came from.
+
+Lines and source file are kept for error messages but excluded from equality, so a Distiller file
+and a native file that mean the same thing compare equal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+PENALTIES = ("l1", "l2", "group_lasso")
+MODES = ("penalty", "proximal")
+CRITERIA = ("norm", "mean_abs", "max")
+
+
+@dataclass(frozen=True)
+class Epochs:
+    """When a rule is active: ``start <= epoch < end`` and ``(epoch - start) % frequency == 0``,
+    or exactly the listed epochs. ``end=None`` means until the run ends."""
+
+    start: int = 0
+    end: int | None = None
+    frequency: int = 1
+    listed: tuple[int, ...] | None = None
+
+    def active(self, epoch: int) -> bool:
+        if self.listed is not None:
+            return epoch in self.listed
+        if epoch < self.start or (self.end is not None and epoch >= self.end):
+            return False
+        return (epoch - self.start) % self.frequency == 0
+
+    def active_epochs(self, run_epochs: int) -> list[int]:
+        return [e for e in range(run_epochs) if self.active(e)]
+
+    def describe(self, run_epochs: int | None = None) -> str:
+        if self.listed is not None:
+            return "epochs " + ", ".join(map(str, self.listed))
+        end = "end" if self.end is None else str(self.end)
+        text = f"epochs [{self.start}, {end})"
+        if self.frequency != 1:
+            text += f" every {self.frequency}"
+        if run_epochs is not None:
+            text += f": {len(self.active_epochs(run_epochs))} of {run_epochs}"
+        return text
+
+
+@dataclass(frozen=True)
+class Target:
+    """One parameter pattern of a rule with its own strength, groups and threshold."""
+
+    pattern: str
+    strength: float
+    groups: tuple[str, ...]
+    threshold: float | None = None
+    line: int | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    penalty: str
+    targets: tuple[Target, ...]
+    epochs: Epochs = Epochs()
+    mode: str = "proximal"
+    threshold_criterion: str = "norm"
+    keep_mask: bool = False
+    line: int | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class LRSchedulerSpec:
+    """Any ``torch.optim.lr_scheduler`` class by name, stepped at the end of each active epoch."""
+
+    cls: str
+    args: tuple[tuple[str, Any], ...] = ()
+    epochs: Epochs = Epochs()
+    line: int | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    rules: tuple[Rule, ...] = ()
+    lr_schedulers: tuple[LRSchedulerSpec, ...] = ()
+    config: str | None = None
+    source: str = field(default="<schedule>", compare=False)
+    text: str = field(default="", compare=False, repr=False)
+    warnings: tuple = field(default=(), compare=False, repr=False)
+
+    @property
+    def name(self) -> str:
+        from pathlib import Path
+
+        return Path(self.source).stem

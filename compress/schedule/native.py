@@ -1,0 +1,180 @@
+"""Our own schedule spelling (``rules:``). Sample::
+
+version: 1
+config: ../configs/lenet5-mnist5k.yaml
+rules:
+  - name: conv-filters
+    penalty: group_lasso
+    groups: filters
+    strength: 0.005
+    layers: ["conv*.weight"]
+    epochs: [0, 20]
+    mode: proximal
+    keep_mask: true
+lr_scheduler: {class: StepLR, step_size: 10, gamma: 0.1}
+"""
+
+from __future__ import annotations
+
+from compress.schedule.epochs import read_range
+from compress.schedule.model import CRITERIA, MODES, LRSchedulerSpec, Rule, Target
+from compress.schedule.vocabulary import Vocabulary
+from compress.yamlio import FieldChecker, YamlList, YamlMap
+
+TOP_KEYS = {"version", "config", "rules", "lr_scheduler"}
+RULE_KEYS = {
+    "name",
+    "penalty",
+    "groups",
+    "strength",
+    "layers",
+    "epochs",
+    "frequency",
+    "mode",
+    "threshold",
+    "threshold_criterion",
+    "keep_mask",
+}
+
+
+def read_native(check: FieldChecker, doc: YamlMap, vocab: Vocabulary) -> tuple[tuple[Rule, ...], tuple]:
+    check.keys(doc, "", TOP_KEYS)
+    rules = []
+    raw_rules = doc.get("rules") or YamlList()
+    if not isinstance(raw_rules, YamlList):
+        check.error(doc.line_of("rules"), "rules", "expected a list of rules")
+        raw_rules = YamlList()
+    names: dict[str, int] = {}
+    for i, raw in enumerate(raw_rules):
+        field = f"rules[{i}]"
+        m = check.mapping(raw, raw_rules.line_of(i), field)
+        if m is None:
+            continue
+        rule = _read_rule(check, m, field, vocab)
+        if rule is None:
+            continue
+        if rule.name in names:
+            check.error(
+                m.line_of("name"),
+                f"{field}.name",
+                f"duplicate rule name {rule.name!r} (first at line {names[rule.name]})",
+            )
+        names[rule.name] = m.line_of("name")
+        rules.append(rule)
+    lr = read_lr_schedulers(check, doc, "lr_scheduler")
+    return tuple(rules), lr
+
+
+def _read_rule(check: FieldChecker, m: YamlMap, field: str, vocab: Vocabulary) -> Rule | None:
+    name = check.string(m, "name", field, f"rule{field[5:]}")
+    field = f"rules[{name}]" if "name" in m else field
+    check.keys(m, field, RULE_KEYS, required=("name", "penalty", "layers"))
+    penalty = check.string(m, "penalty", field, None, set(vocab.penalties) or None)
+    groups = _read_groups(check, m, field, penalty, vocab)
+    threshold = check.number(m, "threshold", field, None, minimum=0)
+    targets = _read_targets(check, m, field, groups, threshold)
+    rule = Rule(
+        name=name,
+        penalty=penalty or "",
+        targets=targets or (),
+        epochs=read_range(check, m, field),
+        mode=check.string(m, "mode", field, "proximal", set(MODES)),
+        threshold_criterion=check.string(m, "threshold_criterion", field, "norm", set(CRITERIA)),
+        keep_mask=check.boolean(m, "keep_mask", field, False),
+        line=m.line,
+    )
+    return rule if penalty and targets else None
+
+
+def _read_groups(check: FieldChecker, m: YamlMap, field: str, penalty: str | None, vocab: Vocabulary) -> tuple:
+    grouped = vocab.penalties.get(penalty, True) if penalty else True
+    raw = m.get("groups")
+    if raw is None:
+        if grouped and penalty is not None and vocab.penalties:
+            check.error(
+                m.line,
+                f"{field}.groups",
+                f"{penalty} needs groups; valid: {', '.join(sorted(set(vocab.groups.values())))}",
+            )
+        return ("elements",)
+    names = [raw] if isinstance(raw, str) else raw
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        check.error(m.line_of("groups"), f"{field}.groups", "expected a group name or a list of group names")
+        return ("elements",)
+    return tuple(check_group_name(check, m.line_of("groups"), f"{field}.groups", n, penalty, vocab) for n in names)
+
+
+def check_group_name(
+    check: FieldChecker, line: int, field: str, name: str, penalty: str | None, vocab: Vocabulary
+) -> str:
+    """Canonical group name, or an error listing the valid ones (shared with the Distiller reader)."""
+    from compress.errors import suggest
+
+    canonical = vocab.canonical_group(name)
+    if canonical is None:
+        valid = sorted(set(vocab.groups))
+        check.error(line, field, f"unknown group {name!r}{suggest(name, valid)}; valid: {', '.join(valid)}")
+        return name
+    grouped = vocab.penalties.get(penalty, True) if penalty else True
+    if not grouped and canonical != "elements":
+        check.error(line, field, f"{penalty} acts on single weights; use penalty: group_lasso for groups {name!r}")
+    if grouped and canonical == "elements" and vocab.penalties:
+        check.error(line, field, "group lasso over elements is plain L1; use penalty: l1")
+    return canonical
+
+
+def _read_targets(check: FieldChecker, m: YamlMap, field: str, groups: tuple, threshold: float | None):
+    layers, line = m.get("layers"), m.line_of("layers")
+    strength = check.number(m, "strength", field, None, minimum=0)
+    if isinstance(layers, YamlMap):
+        if "strength" in m:
+            check.error(
+                m.line_of("strength"),
+                f"{field}.strength",
+                "give either strength or per-layer strengths in layers, not both",
+            )
+        targets = []
+        for pattern in layers:
+            s = check.number(layers, pattern, f"{field}.layers", None, minimum=0)
+            if s is not None:
+                targets.append(Target(str(pattern), float(s), groups, threshold, layers.line_of(pattern)))
+        return tuple(targets) if targets else None
+    if isinstance(layers, str):
+        layers = YamlList([layers])
+        layers.line, layers.item_lines = line, [line]
+    if not isinstance(layers, YamlList) or not layers or not all(isinstance(p, str) for p in layers):
+        if layers is not None:
+            check.error(
+                line, f"{field}.layers", "expected a list of parameter names or globs, or a mapping name -> strength"
+            )
+        return None
+    if strength is None:
+        if "strength" not in m:
+            check.error(m.line, f"{field}.strength", "required key is missing (or give per-layer strengths in layers)")
+        return None
+    return tuple(Target(p, float(strength), groups, threshold, layers.line_of(i)) for i, p in enumerate(layers))
+
+
+def read_lr_schedulers(check: FieldChecker, doc: YamlMap, key: str) -> tuple[LRSchedulerSpec, ...]:
+    raw = doc.get(key)
+    if raw is None:
+        return ()
+    items = raw if isinstance(raw, YamlList) else YamlList([raw])
+    if not isinstance(raw, YamlList):
+        items.line, items.item_lines = doc.line_of(key), [doc.line_of(key)]
+    specs = []
+    for i, item in enumerate(items):
+        field = key if len(items) == 1 else f"{key}[{i}]"
+        m = check.mapping(item, items.line_of(i), field)
+        if m is None:
+            continue
+        cls = check.string(m, "class", field)
+        if cls is None:
+            if "class" not in m:
+                check.error(
+                    m.line, f"{field}.class", "required key is missing (a torch.optim.lr_scheduler class, e.g. StepLR)"
+                )
+            continue
+        args = tuple((k, v) for k, v in m.items() if k not in ("class", "epochs", "frequency"))
+        specs.append(LRSchedulerSpec(cls, args, read_range(check, m, field), m.line))
+    return tuple(specs)
