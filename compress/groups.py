@@ -104,4 +104,5 @@ def zero_groups(weight: torch.Tensor, group: str) -> torch.Tensor:
 
 
 def zero_fraction(weight: torch.Tensor, group: str) -> float:
-    return float(zero_groups(weight, group).float().mean())
+    zero = zero_groups(weight, group)
+    return int(zero.sum()) / zero.numel()

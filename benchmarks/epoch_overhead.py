@@ -1,0 +1,193 @@
+"""How much does `compress`'s training loop cost over a minimal hand-written PyTorch loop?
+
+Target: one training epoch of ``compress.training.train_one_epoch`` with the ``CompressionScheduler``
+of an empty schedule (what ``compress train --schedule schedules/lenet5-baseline.yaml`` runs:
+LeNet-5, mnist5k, batch 64, SGD lr 0.01 momentum 0.9) takes at most 1.2x a minimal loop
+(zero_grad, forward, cross_entropy, backward, step) over the same in-memory tensors.
+
+Both variants are built the same way and from the same initial weights, and their epochs are
+interleaved (the order alternates every repetition) so that machine noise hits both alike. The
+compress variant also times what ``compress train`` does around each training epoch (evaluate, the
+sparsity table, metrics files and checkpoints), phase by phase.
+
+    python benchmarks/epoch_overhead.py                 # default: 1 warm-up + 7 timed epochs each
+    python benchmarks/epoch_overhead.py --reps 3        # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET = 1.2
+
+
+def build(schedule_path: Path, seed: int):
+    """The experiment exactly as ``compress train --schedule <schedule_path>`` assembles it."""
+    from compress.config import load_config_file, resolve_config
+    from compress.experiment import build_experiment
+    from compress.schedule import load_schedule
+
+    schedule = load_schedule(schedule_path)
+    layers = [load_config_file(schedule.config)] if schedule.config else []
+    config = resolve_config([*layers, {"seed": seed, "device": "cpu"}])
+    return schedule, config, build_experiment(schedule, config)
+
+
+def hand_epoch(model, optimizer, x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator):
+    """The minimal loop: shuffle, then zero_grad, forward, cross_entropy, backward, step."""
+    model.train()
+    order = torch.randperm(len(y), generator=generator)
+    for start in range(0, len(y), batch_size):
+        idx = order[start : start + batch_size]
+        xb, yb = x.index_select(0, idx), y.index_select(0, idx)
+        optimizer.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(xb), yb)
+        loss.backward()
+        optimizer.step()
+
+
+class CompressEpoch:
+    """One epoch of ``compress train``: ``fit``'s body plus ``run_training``'s after-epoch work, timed per phase."""
+
+    def __init__(self, exp, schedule, run_dir: Path):
+        from compress.runs import RunFiles
+
+        self.exp, self.schedule = exp, schedule
+        self.files = RunFiles(run_dir, exp.scheduler.rule_names)
+        self.files.write_start(exp.config.to_dict(), schedule.text, schedule.name)
+        self.run_dir = run_dir
+        self.touched = [t.param_name for r in exp.scheduler.rules for t in r.targets]
+        self.best = float("-inf")
+
+    def __call__(self, epoch: int) -> dict[str, float]:
+        from compress.checkpoint import save_checkpoint
+        from compress.commands.train import checkpoint_state, format_epoch
+        from compress.sparsity import format_table, measure_sparsity
+        from compress.training import EpochResult, evaluate, train_one_epoch
+
+        exp = self.exp
+        times = {}
+        t0 = time.perf_counter()
+        exp.data.train.set_epoch(epoch)
+        lr = exp.optimizer.param_groups[0]["lr"]
+        exp.scheduler.on_epoch_begin(epoch)
+        data_loss, rule_losses = train_one_epoch(
+            exp.model, exp.data.train, exp.optimizer, exp.scheduler, epoch=epoch, device=exp.device
+        )
+        t1 = time.perf_counter()
+        metrics = evaluate(exp.model, exp.data.val, device=exp.device)
+        exp.scheduler.on_epoch_end(epoch, metrics)
+        t2 = time.perf_counter()
+        result = EpochResult(
+            epoch=epoch,
+            lr=lr,
+            train_loss=data_loss + sum(rule_losses.values()),
+            data_loss=data_loss,
+            rule_losses=rule_losses,
+            seconds=t2 - t0,
+            **metrics,
+        )
+        layers = measure_sparsity(exp.model, self.touched)
+        report = format_table(layers)
+        t3 = time.perf_counter()
+        totals = self.files.write_epoch(result, layers)
+        line = format_epoch(result, totals["sparsity"])
+        self.files.log(line)
+        assert report and line
+        state = checkpoint_state(exp, epoch, result.top1, max(self.best, result.top1))
+        save_checkpoint(state, self.run_dir / "checkpoint.pt")
+        if result.top1 > self.best:
+            self.best = result.top1
+            save_checkpoint(state, self.run_dir / "best.pt")
+        t4 = time.perf_counter()
+        times.update(train=t1 - t0, evaluate=t2 - t1, sparsity=t3 - t2, files=t4 - t3, full=t4 - t0)
+        return times
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reps", type=int, default=7, help="timed epochs per variant (default 7)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed epochs per variant first (default 1)")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--schedule", type=Path, default=ROOT / "schedules/lenet5-baseline.yaml")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    schedule, config, exp = build(args.schedule, args.seed)
+    # The hand loop: same initial weights, same tensors, its own optimizer with the same settings.
+    model = copy.deepcopy(exp.model)
+    opt_cfg = exp.optimizer.defaults
+    optimizer = torch.optim.SGD(model.parameters(), lr=opt_cfg["lr"], momentum=opt_cfg["momentum"])
+    x, y = exp.data.train.x, exp.data.train.y
+    generator = torch.Generator().manual_seed(args.seed)
+
+    print(
+        f"epoch overhead: {config.arch} on {config.dataset} ({len(y)} train samples, batch {config.batch_size}, "
+        f"{len(exp.data.train)} steps/epoch), {config.optimizer} lr {config.lr} momentum {config.momentum}, "
+        f"schedule {args.schedule.name} ({len(exp.scheduler.rules)} rules); torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
+    print(f"{args.warmup} warm-up + {args.reps} timed epochs per variant, interleaved (order alternates)")
+    hand: list[float] = []
+    phases: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="compress-bench-") as tmp:
+        run_epoch = CompressEpoch(exp, schedule, Path(tmp))
+
+        def run_hand() -> float:
+            t = time.perf_counter()
+            hand_epoch(model, optimizer, x, y, config.batch_size, generator)
+            return time.perf_counter() - t
+
+        for rep in range(args.warmup + args.reps):
+            order = ("hand", "compress") if rep % 2 == 0 else ("compress", "hand")
+            for which in order:
+                if which == "hand":
+                    t_hand = run_hand()
+                else:
+                    t_comp = run_epoch(rep)
+            if rep < args.warmup:
+                continue
+            hand.append(t_hand)
+            for k, v in t_comp.items():
+                phases.setdefault(k, []).append(v)
+            print(
+                f"  rep {rep - args.warmup + 1}/{args.reps}: hand {t_hand:.3f}s  compress train {t_comp['train']:.3f}s "
+                f"(x{t_comp['train'] / t_hand:.3f})  full {t_comp['full']:.3f}s",
+                flush=True,
+            )
+
+    med = {k: statistics.median(v) for k, v in phases.items()}
+    h = statistics.median(hand)
+    paired = statistics.median(c / a for c, a in zip(phases["train"], hand, strict=True))
+    print()
+    print(f"{'':44s}{'median':>10s}{'min':>10s}")
+    print(f"{'hand-written loop, one training epoch':44s}{h:9.3f}s{min(hand):9.3f}s")
+    print(f"{'compress train_one_epoch, one epoch':44s}{med['train']:9.3f}s{min(phases['train']):9.3f}s")
+    print(f"{'  + evaluate (1000 val samples)':44s}{med['evaluate']:9.3f}s{min(phases['evaluate']):9.3f}s")
+    print(f"{'  + sparsity measure + table':44s}{med['sparsity']:9.3f}s{min(phases['sparsity']):9.3f}s")
+    print(f"{'  + metrics files + checkpoint(s)':44s}{med['files']:9.3f}s{min(phases['files']):9.3f}s")
+    print(f"{'compress full epoch (all of the above)':44s}{med['full']:9.3f}s{min(phases['full']):9.3f}s")
+    print()
+    ratio = med["train"] / h
+    verdict = "PASS" if ratio <= TARGET else "FAIL"
+    print(f"ratio train epoch, compress / hand (medians): {ratio:.3f}x  (target <= {TARGET}x: {verdict})")
+    print(f"ratio train epoch, median of paired ratios:   {paired:.3f}x")
+    print(f"ratio train epoch, compress / hand (minimums): {min(phases['train']) / min(hand):.3f}x")
+    print(f"ratio full epoch / hand training epoch (medians): {med['full'] / h:.3f}x")
+    return 0 if ratio <= TARGET else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
