@@ -15,7 +15,9 @@ import torch.nn.functional as F
 
 from compress.groups import group_norms
 
-_TINY = torch.finfo(torch.float32).tiny
+# Below this norm a float32 group's squares underflow and its computed norm is 0 or garbage: such a
+# group is treated as zero (subgradient 0), which is what it is for any practical purpose.
+NORM_FLOOR = torch.finfo(torch.float32).tiny ** 0.5  # ~1.1e-19
 
 
 class Penalty:
@@ -89,8 +91,7 @@ class GroupLasso(Penalty):
 
     def add_gradient(self, w, grad, group, strength):
         norms = group_norms(w, group)
-        # A zero group has zero weights, so any finite factor gives the subgradient 0 there.
-        grad.addcmul_(w, norms.clamp_min(_TINY).reciprocal(), value=strength)
+        grad.addcmul_(w, torch.where(norms > NORM_FLOOR, norms.reciprocal(), 0.0), value=strength)
         return norms.sum() * strength
 
     def proximal(self, w, group, t):

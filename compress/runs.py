@@ -88,6 +88,22 @@ class RunFiles:
         with open(self.path / "metrics.csv", "w", newline="", encoding="utf-8") as f:
             csv.writer(f).writerow(header)
 
+    def reopen(self, next_epoch: int) -> None:
+        """Continue a run: drop what epochs at or after ``next_epoch`` wrote (a kill can land between
+        writing an epoch's row and its checkpoint), keep everything before."""
+        metrics = self.path / "metrics.csv"
+        with open(metrics, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+        kept = [rows[0], *[r for r in rows[1:] if r and int(r[0]) < next_epoch]]
+        tmp = metrics.with_name(".metrics.csv.tmp")
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows(kept)
+        os.replace(tmp, metrics)
+        sparsity = self.path / "sparsity.json"
+        history = json.loads(sparsity.read_text(encoding="utf-8")) if sparsity.exists() else []
+        self.history = [h for h in history if h["epoch"] < next_epoch]
+        write_atomic(sparsity, json.dumps(self.history, indent=1))
+
     def write_epoch(self, result: EpochResult, layers: list[LayerSparsity]) -> dict[str, float]:
         sparsity = total_sparsity(layers)
         structured = structured_totals(layers)

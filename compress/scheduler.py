@@ -65,7 +65,7 @@ def bind(
     """Resolve every rule against the model. Raises one ``CompressError`` with every problem;
     returns the bound rules and the warnings."""
     params = dict(model.named_parameters())
-    out: list[Diagnostic] = list(schedule.warnings)
+    out: list[Diagnostic] = list(schedule.problems)
     bound = []
     for rule in schedule.rules:
         targets = _bind_targets(rule, params, schedule.source, out)
@@ -152,17 +152,12 @@ def _timing_warnings(rule: Rule, epochs: int, last: int | None, source: str, out
                 warning=True,
             )
         )
-    elif rule.keep_mask and (last is None or last >= epochs):
-        out.append(
-            Diagnostic(
-                f"keep_mask fires after epoch {last if last is not None else 'end'}, beyond this "
-                f"run's {epochs} epochs: the mask will not be kept",
-                source,
-                rule.line,
-                field,
-                warning=True,
-            )
-        )
+    elif rule.keep_mask and last is None:
+        message = "keep_mask needs an end epoch: this rule runs to the end of the run, so no mask is ever kept"
+        out.append(Diagnostic(message, source, rule.line, field, warning=True))
+    elif rule.keep_mask and last >= epochs:
+        message = f"keep_mask fires after epoch {last}, beyond this run's {epochs} epochs: no mask will be kept"
+        out.append(Diagnostic(message, source, rule.line, field, warning=True))
 
 
 class CompressionScheduler:
@@ -179,7 +174,9 @@ class CompressionScheduler:
             ]
         self.masks: dict[str, torch.Tensor] = {}
         self.params = {t.param_name: t.param for r in rules for t in r.targets}
+        # nothing acts until the loop says which epoch it is
         self.active: list[BoundRule] = []
+        self._penalty_rules = self._proximal_rules = self._thresholded = self.active
 
     @property
     def rule_names(self) -> list[str]:
@@ -210,12 +207,10 @@ class CompressionScheduler:
     @torch.no_grad()
     def after_step(self, lr: float) -> dict[str, torch.Tensor]:
         """Proximal steps, thresholds, then kept masks; returns proximal rules' values at the new weights."""
-        losses = {}
         for bound in self._proximal_rules:
             for t in bound.targets:
                 for group in t.groups:
                     bound.penalty.proximal(t.param, group, lr * t.strength)
-            losses[bound.rule.name] = self._value(bound)
         for bound in self._thresholded:
             for t in bound.targets:
                 if t.threshold is not None:
@@ -224,7 +219,7 @@ class CompressionScheduler:
                         t.param.mul_(stat >= t.threshold)
         for name, mask in self.masks.items():
             self.params[name].mul_(mask)
-        return losses
+        return {bound.rule.name: self._value(bound) for bound in self._proximal_rules}
 
     @staticmethod
     def _value(bound: BoundRule) -> torch.Tensor:

@@ -46,11 +46,57 @@ class EpochResult:
 Progress = Callable[[Iterable, int, str], Any]  # (iterable, total, description) -> iterable with set_postfix
 
 
-def _limited(loader: Iterable, limit: int | None):
+class EpochTotals:
+    """Sums over the samples seen so far in an epoch; saved in an interrupted checkpoint so that a
+    resumed epoch reports the same means as one that ran straight through."""
+
+    def __init__(self, device: torch.device | str = "cpu", state: dict[str, Any] | None = None):
+        state = state or {}
+        self.seen: int = state.get("seen", 0)
+        self.data = torch.tensor(state.get("data", 0.0), device=device)
+        rules = state.get("rules", {})
+        self.rules: dict[str, torch.Tensor] = {k: torch.tensor(v, device=device) for k, v in rules.items()}
+
+    def add(self, n: int, loss: torch.Tensor, rules: dict[str, torch.Tensor]) -> None:
+        self.seen += n
+        self.data += loss.detach() * n
+        for name, value in rules.items():
+            self.rules[name] = self.rules.get(name, 0) + value * n
+
+    def means(self) -> tuple[float, dict[str, float]]:
+        seen = max(self.seen, 1)
+        return float(self.data) / seen, {name: float(v) / seen for name, v in self.rules.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seen": self.seen, "data": float(self.data), "rules": {k: float(v) for k, v in self.rules.items()}}
+
+
+class Interrupted(Exception):
+    """Raised between two steps when ``should_stop`` said so; carries where to resume."""
+
+    def __init__(self, epoch: int, step: int, totals: EpochTotals):
+        super().__init__(f"interrupted in epoch {epoch} before step {step}")
+        self.epoch, self.step, self.totals = epoch, step, totals
+
+
+class Diverged(Exception):
+    """A loss that is not finite: training cannot recover, and the weights are already damaged."""
+
+    def __init__(self, epoch: int, step: int, data_loss: float, rules: dict[str, float]):
+        parts = ", ".join(f"{name} {value:.4g}" for name, value in rules.items())
+        super().__init__(
+            f"loss is not finite in epoch {epoch}, step {step}: data loss {data_loss:.4g}"
+            + (f", rule losses: {parts}" if parts else "")
+        )
+        self.epoch, self.step, self.data_loss, self.rules = epoch, step, data_loss, rules
+
+
+def _limited(loader: Iterable, limit: int | None, skip: int = 0):
     for i, batch in enumerate(loader):
         if limit is not None and i >= limit:
             return
-        yield batch
+        if i >= skip:
+            yield batch
 
 
 def train_one_epoch(
@@ -63,17 +109,25 @@ def train_one_epoch(
     device: torch.device,
     limit_batches: int | None = None,
     progress: Progress | None = None,
+    start_step: int = 0,
+    totals: EpochTotals | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> tuple[float, dict[str, float]]:
-    """Returns (mean data loss, mean loss per rule) over the epoch's samples."""
+    """Returns (mean data loss, mean loss per rule) over the epoch's samples.
+
+    ``start_step``/``totals`` continue an interrupted epoch: the loader's order is a pure function
+    of (seed, epoch), so skipping the first batches gives back exactly the batches still to do."""
     model.train()
     criterion = nn.CrossEntropyLoss()
     total = len(loader) if limit_batches is None else min(limit_batches, len(loader))
-    batches = _limited(loader, limit_batches)
+    batches = _limited(loader, limit_batches, skip=start_step)
     bar = progress(batches, total, f"epoch {epoch}") if progress else batches
-    data_sum = torch.zeros((), device=device)
-    rule_sums: dict[str, torch.Tensor] = {}
-    seen = 0
-    for step, (x, y) in enumerate(bar):
+    if progress and start_step:
+        bar.update(start_step)
+    totals = totals or EpochTotals(device)
+    for step, (x, y) in enumerate(bar, start=start_step):
+        if should_stop is not None and should_stop():
+            raise Interrupted(epoch, step, totals)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
         loss = criterion(model(x), y)
@@ -81,17 +135,14 @@ def train_one_epoch(
         rules = hooks.before_step()
         optimizer.step()
         rules.update(hooks.after_step(optimizer.param_groups[0]["lr"]))
-        n = y.shape[0]
-        seen += n
-        data_sum += loss.detach() * n
-        for name, value in rules.items():
-            rule_sums[name] = rule_sums.get(name, 0) + value * n
+        if not torch.isfinite(loss + sum(rules.values())):
+            raise Diverged(epoch, step, float(loss.detach()), {name: float(v) for name, v in rules.items()})
+        totals.add(y.shape[0], loss, rules)
         if progress and step % 10 == 0:
-            postfix = {"loss": f"{float(data_sum) / seen:.4f}"}
-            postfix.update({name: f"{float(v) / seen:.4g}" for name, v in rule_sums.items()})
+            data, rule_means = totals.means()
+            postfix = {"loss": f"{data:.4f}", **{name: f"{v:.4g}" for name, v in rule_means.items()}}
             bar.set_postfix(postfix, refresh=False)
-    seen = max(seen, 1)
-    return float(data_sum) / seen, {name: float(v) / seen for name, v in rule_sums.items()}
+    return totals.means()
 
 
 @torch.no_grad()
@@ -131,10 +182,15 @@ def fit(
     epochs: int,
     device: torch.device,
     start_epoch: int = 0,
+    start_step: int = 0,
+    start_totals: EpochTotals | None = None,
     limit_batches: int | None = None,
     progress: Progress | None = None,
     on_epoch_end: Callable[[EpochResult], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> list[EpochResult]:
+    """Epochs ``start_epoch`` .. ``epochs - 1``; the first may continue at ``start_step``.
+    Raises ``Interrupted`` when ``should_stop`` turns true, ``Diverged`` on a non-finite loss."""
     results = []
     for epoch in range(start_epoch, epochs):
         started = time.perf_counter()
@@ -151,6 +207,9 @@ def fit(
             device=device,
             limit_batches=limit_batches,
             progress=progress,
+            start_step=start_step if epoch == start_epoch else 0,
+            totals=start_totals if epoch == start_epoch else None,
+            should_stop=should_stop,
         )
         metrics = evaluate(model, val_loader, device=device, limit_batches=limit_batches)
         hooks.on_epoch_end(epoch, metrics)

@@ -1,18 +1,24 @@
-"""``compress train``: wires the experiment, the loop and the run directory together."""
+"""``compress train``: wires the experiment, the loop and the run directory together, and owns
+what happens when a run stops early (signals, a diverged loss)."""
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from compress.checkpoint import save_checkpoint
 from compress.config import RunConfig
+from compress.errors import CompressError
 from compress.experiment import Experiment, build_experiment
+from compress.resume import Resume, load_weights, restore_rng, rng_state
 from compress.runs import RunFiles, create_run_dir, default_run_name
 from compress.schedule.model import Schedule
-from compress.sparsity import format_table, measure_sparsity
-from compress.training import EpochResult, fit
+from compress.sparsity import format_table, measure_sparsity, total_sparsity
+from compress.training import Diverged, EpochResult, EpochTotals, Interrupted, fit
 
 
 def tqdm_progress(iterable, total: int, description: str):
@@ -32,32 +38,106 @@ def format_epoch(result: EpochResult, sparsity: float) -> str:
     )
 
 
-def checkpoint_state(exp: Experiment, epoch: int, top1: float, best_top1: float) -> dict[str, Any]:
+@dataclass
+class Progress:
+    """Where the run stands: what a checkpoint records besides the tensors."""
+
+    next_epoch: int = 0
+    next_step: int = 0
+    totals: EpochTotals | None = None
+    best_top1: float = float("-inf")
+    best_epoch: int | None = None
+
+
+def checkpoint_state(exp: Experiment, at: Progress, *, top1: float | None, interrupted: bool = False) -> dict[str, Any]:
     return {
         "arch": exp.config.arch,
         "state_dict": exp.model.state_dict(),
         "optimizer": exp.optimizer.state_dict(),
         "scheduler": exp.scheduler.state_dict(),
-        "epoch": epoch,
+        "epoch": at.next_epoch - 1,  # the last completed epoch
+        "next_epoch": at.next_epoch,
+        "next_step": at.next_step,
+        "epoch_totals": at.totals.state_dict() if at.totals else None,
+        "interrupted": interrupted,
         "top1": top1,
-        "best_top1": best_top1,
+        "best_top1": at.best_top1,
+        "best_epoch": at.best_epoch,
+        "rng": rng_state(),
         "config": exp.config.to_dict(),
         "schedule_text": exp.schedule.text,
         "schedule_source": exp.schedule.source,
     }
 
 
-def run_training(
-    schedule: Schedule, config: RunConfig, *, overwrite: bool, progress: bool, echo: Callable[..., None], warn: Callable
-) -> list[EpochResult]:
-    exp = build_experiment(schedule, config)
-    warn(exp.warnings)
+def _restore(exp: Experiment, resume: Resume) -> Progress:
+    state = resume.state
+    load_weights(exp.model, state, resume.path, exp.config.arch)
+    if not resume.exact:
+        return Progress()
+    exp.optimizer.load_state_dict(state["optimizer"])
+    exp.scheduler.load_state_dict(state["scheduler"])
+    restore_rng(state["rng"])
+    totals = EpochTotals(exp.device, state["epoch_totals"]) if state.get("epoch_totals") else None
+    return Progress(state["next_epoch"], state["next_step"], totals, state["best_top1"], state["best_epoch"])
+
+
+class StopOnSignal:
+    """SIGINT / SIGTERM ask the loop to stop after the current step; a second Ctrl-C stops at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self) -> StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _open_run(exp: Experiment, config: RunConfig, schedule: Schedule, resume: Resume | None, overwrite: bool):
+    if resume is not None and resume.exact:
+        files = RunFiles(resume.run_dir, exp.scheduler.rule_names)
+        files.reopen(resume.state["next_epoch"])
+        return resume.run_dir, files
     name = config.name or default_run_name(schedule.source)
     run_dir = create_run_dir(config.out_dir, name, overwrite=overwrite)
     files = RunFiles(run_dir, exp.scheduler.rule_names)
     files.write_start({**config.to_dict(), "name": name}, schedule.text, schedule.name)
+    return run_dir, files
+
+
+def run_training(
+    schedule: Schedule,
+    config: RunConfig,
+    *,
+    overwrite: bool,
+    progress: bool,
+    echo: Callable[..., None],
+    warn: Callable,
+    resume: Resume | None = None,
+) -> list[EpochResult]:
+    exp = build_experiment(schedule, config)
+    warn(exp.warnings)
+    at = _restore(exp, resume) if resume is not None else Progress()
+    run_dir, files = _open_run(exp, config, schedule, resume, overwrite)
+    if resume is not None:
+        how = "continuing" if resume.exact else "fine-tuning from the weights of"
+        echo(f"{how} {resume.path}: epoch {at.next_epoch}, step {at.next_step}")
     touched = [t.param_name for r in exp.scheduler.rules for t in r.targets]
-    best: dict[str, Any] = {"top1": float("-inf"), "epoch": None}
 
     def after_epoch(result: EpochResult) -> None:
         layers = measure_sparsity(exp.model, touched)
@@ -66,43 +146,65 @@ def run_training(
         echo(line)
         echo(format_table(layers))
         files.log(line)
-        is_best = result.top1 > best["top1"]
+        is_best = result.top1 > at.best_top1
+        at.next_epoch, at.next_step, at.totals = result.epoch + 1, 0, None
         if is_best:
-            best.update(top1=result.top1, epoch=result.epoch, layers=layers, sparsity=totals["sparsity"])
-        state = checkpoint_state(exp, result.epoch, result.top1, best["top1"])
+            at.best_top1, at.best_epoch = result.top1, result.epoch
+        state = checkpoint_state(exp, at, top1=result.top1)
         save_checkpoint(state, run_dir / "checkpoint.pt")
         if is_best:
             save_checkpoint(state, run_dir / "best.pt")
             echo(f"best.pt <- epoch {result.epoch} (highest validation top1 so far: {result.top1:.2f})")
 
-    results = fit(
-        exp.model,
-        exp.data.train,
-        exp.data.val,
-        exp.optimizer,
-        exp.scheduler,
-        epochs=config.epochs,
-        device=exp.device,
-        limit_batches=config.limit_batches,
-        progress=tqdm_progress if progress else None,
-        on_epoch_end=after_epoch,
-    )
-    final_layers = measure_sparsity(exp.model, touched)
-    from compress.sparsity import total_sparsity
+    with StopOnSignal() as stop:
+        try:
+            results = fit(
+                exp.model,
+                exp.data.train,
+                exp.data.val,
+                exp.optimizer,
+                exp.scheduler,
+                epochs=config.epochs,
+                device=exp.device,
+                start_epoch=at.next_epoch,
+                start_step=at.next_step,
+                start_totals=at.totals,
+                limit_batches=config.limit_batches,
+                progress=tqdm_progress if progress else None,
+                on_epoch_end=after_epoch,
+                should_stop=stop.requested,
+            )
+        except Interrupted as stopped:
+            at.next_epoch, at.next_step, at.totals = stopped.epoch, stopped.step, stopped.totals
+            save_checkpoint(checkpoint_state(exp, at, top1=None, interrupted=True), run_dir / "checkpoint.pt")
+            name = signal.Signals(stop.signum).name
+            saved = run_dir / "checkpoint.pt"
+            echo(f"{name}: stopped in epoch {stopped.epoch} before step {stopped.step}; saved {saved}")
+            echo(f"resume with: compress train --resume {run_dir}")
+            sys.exit(128 + stop.signum)
+        except Diverged as diverged:
+            last = f"{run_dir / 'checkpoint.pt'} (after epoch {at.next_epoch - 1})" if at.next_epoch else "none yet"
+            raise CompressError(
+                f"{diverged}. Stopped; the last good checkpoint is {last}. "
+                "Lower the rule strengths or the learning rate"
+            ) from None
+    _finish(exp, files, results, at, touched, echo)
+    echo(f"run directory: {run_dir}")
+    return results
 
+
+def _finish(exp: Experiment, files: RunFiles, results: list[EpochResult], at: Progress, touched, echo) -> None:
+    final_layers = measure_sparsity(exp.model, touched)
+    final_top1 = results[-1].top1 if results else None
     files.write_summary(
         {
-            "run": str(run_dir),
-            "final_top1": results[-1].top1,
-            "best_top1": best["top1"],
-            "best_epoch": best["epoch"],
+            "run": str(files.path),
+            "final_top1": final_top1,
+            "best_top1": at.best_top1,
+            "best_epoch": at.best_epoch,
             "final_sparsity": total_sparsity(final_layers),
             "layers": [layer.to_dict() for layer in final_layers],
         }
     )
-    echo(
-        f"final top1 {results[-1].top1:.2f}, best top1 {best['top1']:.2f} (epoch {best['epoch']}), "
-        f"sparsity {total_sparsity(final_layers):.2f}%"
-    )
-    echo(f"run directory: {run_dir}")
-    return results
+    final = f"final top1 {final_top1:.2f}, " if final_top1 is not None else ""
+    echo(f"{final}best top1 {at.best_top1:.2f} (epoch {at.best_epoch}), sparsity {total_sparsity(final_layers):.2f}%")

@@ -16,13 +16,18 @@ __all__ = ["Epochs", "LRSchedulerSpec", "Rule", "Schedule", "Target", "Vocabular
 DISTILLER_KEYS = {"regularizers", "lr_schedulers", "policies", "pruners", "quantizers", "extensions"}
 
 
-def load_schedule(path: Path | str, vocab: Vocabulary | None = None) -> Schedule:
+def load_schedule(path: Path | str, vocab: Vocabulary | None = None, *, defer_errors: bool = False) -> Schedule:
     path = Path(path)
-    return parse_schedule(read_text(path, "--schedule"), str(path), vocab)
+    return parse_schedule(read_text(path, "--schedule"), str(path), vocab, defer_errors=defer_errors)
 
 
-def parse_schedule(text: str, source: str = "<schedule>", vocab: Vocabulary | None = None) -> Schedule:
-    """Every problem in the file at once as one ``CompressError``; warnings ride on the result."""
+def parse_schedule(
+    text: str, source: str = "<schedule>", vocab: Vocabulary | None = None, *, defer_errors: bool = False
+) -> Schedule:
+    """Every problem in the file at once as one ``CompressError``; warnings ride on the result.
+
+    With ``defer_errors`` the errors ride on the result too (the rules they concern are left out),
+    so that binding to a model can report them together with its own: one list, not two rounds."""
     vocab = default_vocabulary() if vocab is None else vocab
     data, duplicates = parse_yaml(text, source)
     check = FieldChecker(source)
@@ -47,8 +52,9 @@ def parse_schedule(text: str, source: str = "<schedule>", vocab: Vocabulary | No
     config = check.string(data, "config", "", None)
     if config is not None:
         config = str(Path(source).parent / config) if source != "<schedule>" else config
-    check.raise_if_errors()
-    return Schedule(rules, lrs, config, source, text, tuple(check.warnings))
+    if not defer_errors:
+        check.raise_if_errors()
+    return Schedule(rules, lrs, config, source, text, tuple(check.diagnostics))
 
 
 def _check_version(check: FieldChecker, data: YamlMap) -> None:

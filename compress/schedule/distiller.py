@@ -24,6 +24,8 @@ Where Distiller stayed silent we are strict. Our extensions: ``mode: proximal`` 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from compress.errors import suggest
 from compress.schedule.epochs import checked_range, read_listed
 from compress.schedule.model import Epochs, LRSchedulerSpec, Rule, Target
@@ -86,10 +88,13 @@ def read_distiller(check: FieldChecker, doc: YamlMap, vocab: Vocabulary) -> tupl
             continue
         used.add(name)
         if kind == "regularizer":
-            rules.append(_rule_for(check, policy, field, name, regularizers[name], epochs, len(rules)))
+            rule = _rule_for(check, policy, field, regularizers[name][1], epochs)
+            if rule is not None:
+                rules.append(rule)
         else:
             lrs.append(_lr_for(check, lr_defs[name], name, epochs))
-    for name, m in {**regularizers, **lr_defs}.items():
+    defined = {**{name: m for name, (m, _) in regularizers.items()}, **lr_defs}
+    for name, m in defined.items():
         if name not in used:
             check.warn(m.line, name, "defined but no policy uses it, so it never acts")
     return _unique_names(rules), tuple(lrs)
@@ -110,15 +115,20 @@ def _named_section(check: FieldChecker, doc: YamlMap, key: str) -> dict[str, Yam
     return found
 
 
-def _read_regularizers(check: FieldChecker, doc: YamlMap, vocab: Vocabulary) -> dict[str, YamlMap]:
-    found = _named_section(check, doc, "regularizers")
-    for name, m in found.items():
+def _read_regularizers(check: FieldChecker, doc: YamlMap, vocab: Vocabulary) -> dict[str, tuple[YamlMap, Rule | None]]:
+    """name -> (its YAML, a Rule without timing, or None when the definition is broken)."""
+    found = {}
+    for name, m in _named_section(check, doc, "regularizers").items():
         field = f"regularizers.{name}"
         check.keys(m, field, {"class", "reg_regims", "threshold_criteria", "mode"}, required=("class", "reg_regims"))
-        check.string(m, "class", field, None, set(CLASSES))
-        check.string(m, "threshold_criteria", field, None, set(CRITERIA))
-        check.string(m, "mode", field, None, {"penalty", "proximal"})
-        m.targets = _read_regims(check, m, field, vocab)
+        cls = check.string(m, "class", field, None, set(CLASSES))
+        criterion = check.string(m, "threshold_criteria", field, None, set(CRITERIA))
+        mode = check.string(m, "mode", field, "penalty", {"penalty", "proximal"})
+        targets = _read_regims(check, m, field, vocab)
+        rule = None
+        if cls is not None and targets:
+            rule = Rule(name, CLASSES[cls], targets, mode=mode, threshold_criterion=CRITERIA.get(criterion, "norm"))
+        found[name] = (m, rule)
     return found
 
 
@@ -209,7 +219,7 @@ def _policy_epochs(check: FieldChecker, policy: YamlMap, field: str) -> Epochs:
     return checked_range(check, policy.line_of("ending_epoch"), f"{field}.ending_epoch", start, end, frequency)
 
 
-def _rule_for(check, policy: YamlMap, field: str, name: str, reg: YamlMap, epochs: Epochs, index: int) -> Rule:
+def _rule_for(check: FieldChecker, policy: YamlMap, field: str, template: Rule | None, epochs: Epochs) -> Rule | None:
     args = policy["regularizer"].get("args")
     keep_mask = False
     if args is not None:
@@ -217,16 +227,7 @@ def _rule_for(check, policy: YamlMap, field: str, name: str, reg: YamlMap, epoch
         if args_map is not None:
             check.keys(args_map, f"{field}.regularizer.args", {"keep_mask"})
             keep_mask = check.boolean(args_map, "keep_mask", f"{field}.regularizer.args", False)
-    return Rule(
-        name=name,
-        penalty=CLASSES.get(reg.get("class"), "l1"),
-        targets=getattr(reg, "targets", ()),
-        epochs=epochs,
-        mode=reg.get("mode") if reg.get("mode") in ("penalty", "proximal") else "penalty",
-        threshold_criterion=CRITERIA.get(reg.get("threshold_criteria"), "norm"),
-        keep_mask=keep_mask,
-        line=policy.line,
-    )
+    return None if template is None else replace(template, epochs=epochs, keep_mask=keep_mask, line=policy.line)
 
 
 def _lr_for(check: FieldChecker, m: YamlMap, name: str, epochs: Epochs) -> LRSchedulerSpec:
@@ -239,8 +240,6 @@ def _lr_for(check: FieldChecker, m: YamlMap, name: str, epochs: Epochs) -> LRSch
 
 def _unique_names(rules: list[Rule]) -> tuple[Rule, ...]:
     """One regularizer used by two policies becomes two rules: name, name#2."""
-    from dataclasses import replace
-
     seen: dict[str, int] = {}
     out = []
     for rule in rules:

@@ -36,14 +36,17 @@ class Epochs:
 
     def describe(self, run_epochs: int | None = None) -> str:
         if self.listed is not None:
-            return "epochs " + ", ".join(map(str, self.listed))
-        end = "end" if self.end is None else str(self.end)
-        text = f"epochs [{self.start}, {end})"
-        if self.frequency != 1:
-            text += f" every {self.frequency}"
-        if run_epochs is not None:
-            text += f": {len(self.active_epochs(run_epochs))} of {run_epochs}"
-        return text
+            text = "epochs " + ", ".join(map(str, self.listed))
+        else:
+            text = f"epochs [{self.start}, {'end' if self.end is None else self.end})"
+            if self.frequency != 1:
+                text += f" every {self.frequency}"
+        if run_epochs is None:
+            return text
+        active = self.active_epochs(run_epochs)
+        if self.listed is None and self.frequency != 1 and 0 < len(active) <= 12:
+            return f"{text}: active in {', '.join(map(str, active))} of {run_epochs}"
+        return f"{text}: {len(active)} of {run_epochs}"
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,11 @@ class Schedule:
     config: str | None = None
     source: str = field(default="<schedule>", compare=False)
     text: str = field(default="", compare=False, repr=False)
-    warnings: tuple = field(default=(), compare=False, repr=False)
+    problems: tuple = field(default=(), compare=False, repr=False)  # Diagnostics: warnings, and errors if deferred
+
+    @property
+    def warnings(self) -> tuple:
+        return tuple(d for d in self.problems if d.warning)
 
     @property
     def name(self) -> str:

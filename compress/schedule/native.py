@@ -101,7 +101,12 @@ def _read_groups(check: FieldChecker, m: YamlMap, field: str, penalty: str | Non
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         check.error(m.line_of("groups"), f"{field}.groups", "expected a group name or a list of group names")
         return ("elements",)
-    return tuple(check_group_name(check, m.line_of("groups"), f"{field}.groups", n, penalty, vocab) for n in names)
+    line = m.line_of("groups")
+    canonical = [check_group_name(check, line, f"{field}.groups", n, penalty, vocab) for n in names]
+    for i, name in enumerate(canonical):
+        if name in canonical[:i]:
+            check.error(line, f"{field}.groups", f"{names[i]!r} names group {name!r} a second time; list a group once")
+    return tuple(dict.fromkeys(canonical))
 
 
 def check_group_name(
