@@ -77,7 +77,7 @@ def check_lr_scheduler(spec: LRSchedulerSpec, source: str) -> list[Diagnostic]:
         dummy = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
         try:
             cls(dummy, **dict(spec.args))
-        except (TypeError, ValueError, KeyError) as exc:
+        except Exception as exc:  # user-supplied arguments: whatever torch raises is the user's to fix
             problems.append(Diagnostic(f"{spec.cls} rejects its arguments: {exc}", source, spec.line, field))
     return problems
 

@@ -85,6 +85,9 @@ def bind(
         bound.append(BoundRule(rule, targets, last))
     for spec in schedule.lr_schedulers:
         out.extend(check_lr_scheduler(spec, schedule.source))
+        if not spec.epochs.active_epochs(epochs):
+            message = f"never steps in a run of {epochs} epochs ({spec.epochs.describe()})"
+            out.append(Diagnostic(message, schedule.source, spec.line, f"lr_scheduler {spec.cls}", warning=True))
     errors = [d for d in out if not d.warning]
     if errors:
         raise CompressError(errors)
@@ -98,7 +101,7 @@ def _bind_targets(rule: Rule, params: dict[str, nn.Parameter], source: str, out:
     claimed: dict[str, str] = {}
     targets = []
     for target in rule.targets:
-        field = f"rules[{rule.name}].layers"
+        field = target.where or f"rules[{rule.name}].layers"
         matched = match_parameters(target.pattern, names)
         if not matched:
             close = difflib.get_close_matches(strip_dataparallel(target.pattern), names, n=3, cutoff=0.4)

@@ -51,11 +51,13 @@ class _LineLoader(yaml.SafeLoader):
 
 
 def _construct_map(loader: _LineLoader, node: yaml.MappingNode) -> YamlMap:
-    loader.flatten_mapping(node)  # resolves YAML merge keys (<<) as SafeLoader does
+    explicit = {id(key) for key, _ in node.value if key.tag != "tag:yaml.org,2002:merge"}
+    loader.flatten_mapping(node)  # resolves YAML merge keys (<<) as SafeLoader does: merged pairs come first
     result = YamlMap()
     result.line = node.start_mark.line + 1
     result.key_lines = {}
     yield result
+    written: dict = {}  # key -> line, for keys written out in this mapping (an override of a merged key is fine)
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
         try:
@@ -65,8 +67,10 @@ def _construct_map(loader: _LineLoader, node: yaml.MappingNode) -> YamlMap:
                 None, None, "a mapping key must be a plain value, not a list or mapping", key_node.start_mark
             ) from None
         line = key_node.start_mark.line + 1
-        if key in result.key_lines:
-            loader.duplicates.append(Duplicate(str(key), result.key_lines[key], line))
+        if id(key_node) in explicit:
+            if key in written:
+                loader.duplicates.append(Duplicate(str(key), written[key], line))
+            written[key] = line
         result[key] = loader.construct_object(value_node, deep=True)
         result.key_lines[key] = line
 
@@ -89,11 +93,18 @@ _LineLoader.add_implicit_resolver(
 )
 
 
+MAX_BYTES = 1_000_000  # schedules and configs are hand-written; a larger file is a mistake, and slow to parse
+
+
 def parse_yaml(text: str, file: str) -> tuple[Any, list[Duplicate]]:
     """Parse one YAML document; a syntax error becomes a ``CompressError`` at its line."""
+    if len(text) > MAX_BYTES:
+        raise CompressError(Diagnostic(f"file is {len(text):,} characters; the limit is {MAX_BYTES:,}", file))
     loader = _LineLoader(text)
     try:
         data = loader.get_single_data()
+    except RecursionError:
+        raise CompressError(Diagnostic("invalid YAML: nested too deeply", file)) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -181,6 +192,9 @@ class FieldChecker:
         expected = (int,) if integer else (int, float)
         if isinstance(value, bool) or not isinstance(value, expected):
             self.error(line, path, f"expected {'an integer' if integer else 'a number'}, got {_kind(value)}")
+            return default
+        if isinstance(value, int) and abs(value) > 1e300:
+            self.error(line, path, f"number too large: {str(value)[:20]}...")
             return default
         if value != value or value in (float("inf"), float("-inf")):
             self.error(line, path, f"must be a finite number, got {value}")

@@ -156,3 +156,26 @@ def test_python_dash_m_and_console_script(tmp_path):
         done = subprocess.run([*command, "check", "--arch", "mlp", "--list-params"], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
         assert "fc1.weight" in done.stdout and "300x784" in done.stdout
+
+
+def test_more_bad_flag_values_are_one_line_errors(cli, repo, tmp_path):
+    schedule = repo / "schedules/lenet5-baseline.yaml"
+    cases = [
+        (("--schedule", tmp_path), f"--schedule: is a directory, not a file: {tmp_path}"),
+        (("--schedule", schedule, "--config", tmp_path), f"--config: is a directory, not a file: {tmp_path}"),
+        (("--schedule", schedule, "--config", tmp_path / "no.yaml"), "--config: file not found"),
+        (("--schedule", schedule, "--epochs", "-3"), "Invalid value for '--epochs': -3 is not in the range x>=1."),
+        (("--schedule", schedule, "--lr", "-1"), "Invalid value for '--lr'"),
+        (("--schedule", schedule, "--limit-batches", "0"), "Invalid value for '--limit-batches'"),
+        (("--schedule", schedule, "--optimizer", "rmsprop"), "Invalid value for '--optimizer'"),
+        (("--schedule", schedule, "--device", "cuda:x"), "--device: unknown device 'cuda:x'"),
+        (("--resume", tmp_path), f"--resume: file not found: {tmp_path / 'checkpoint.pt'}"),
+        (("--reset-optimizer", "--schedule", schedule), "--reset-optimizer only makes sense with --resume"),
+        ((), "Missing option '--schedule'"),
+    ]
+    for args, message in cases:
+        result = cli("train", *args, "--out-dir", tmp_path / "runs")
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.output, (args, result.output)
+        assert len(result.output.strip().splitlines()) == 1, result.output
+    assert not (tmp_path / "runs").exists()

@@ -36,7 +36,8 @@ def test_l1_on_batchnorm_scales_zeroes_channels_and_is_reported():
 
 def test_channel_group_on_a_1d_scale_is_an_error_naming_the_parameter():
     schedule = parse_schedule(
-        "rules:\n  - name: bad\n    penalty: group_lasso\n    groups: channels\n    strength: 0.1\n    layers: ['1.weight']\n",
+        "rules:\n  - name: bad\n    penalty: group_lasso\n    groups: channels\n    strength: 0.1\n"
+        "    layers: ['1.weight']\n",
         "s.yaml",
     )
     with pytest.raises(CompressError, match=r"s.yaml:6: rules\[bad\].layers: 1.weight: group 'channels'.*shape \[4\]"):

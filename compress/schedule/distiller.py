@@ -69,7 +69,7 @@ def read_distiller(check: FieldChecker, doc: YamlMap, vocab: Vocabulary) -> tupl
                 str(key),
                 f"Distiller's {key} are not supported yet; only regularizers and lr_schedulers are",
             )
-    check.keys(doc, "", TOP_KEYS | UNSUPPORTED)
+    check.keys(doc, "", TOP_KEYS | UNSUPPORTED | {"rules"})  # rules: beside these is reported by the caller
     regularizers = _read_regularizers(check, doc, vocab)
     lr_defs = _named_section(check, doc, "lr_schedulers")
     rules, lrs, used = [], [], set()
@@ -84,13 +84,14 @@ def read_distiller(check: FieldChecker, doc: YamlMap, vocab: Vocabulary) -> tupl
             continue
         kind, name = _policy_target(check, policy, field, regularizers, lr_defs)
         epochs = _policy_epochs(check, policy, field)
+        keep_mask = _keep_mask(check, policy, field) if kind == "regularizer" else False
         if name is None:
             continue
         used.add(name)
         if kind == "regularizer":
-            rule = _rule_for(check, policy, field, regularizers[name][1], epochs)
-            if rule is not None:
-                rules.append(rule)
+            template = regularizers[name][1]
+            if template is not None:
+                rules.append(replace(template, epochs=epochs, keep_mask=keep_mask, line=policy.line))
         else:
             lrs.append(_lr_for(check, lr_defs[name], name, epochs))
     defined = {**{name: m for name, (m, _) in regularizers.items()}, **lr_defs}
@@ -124,7 +125,7 @@ def _read_regularizers(check: FieldChecker, doc: YamlMap, vocab: Vocabulary) -> 
         cls = check.string(m, "class", field, None, set(CLASSES))
         criterion = check.string(m, "threshold_criteria", field, None, set(CRITERIA))
         mode = check.string(m, "mode", field, "penalty", {"penalty", "proximal"})
-        targets = _read_regims(check, m, field, vocab)
+        targets = _read_regims(check, m, field, vocab, CLASSES.get(cls), criterion is not None)
         rule = None
         if cls is not None and targets:
             rule = Rule(name, CLASSES[cls], targets, mode=mode, threshold_criterion=CRITERIA.get(criterion, "norm"))
@@ -132,8 +133,9 @@ def _read_regularizers(check: FieldChecker, doc: YamlMap, vocab: Vocabulary) -> 
     return found
 
 
-def _read_regims(check: FieldChecker, m: YamlMap, field: str, vocab: Vocabulary) -> tuple[Target, ...]:
-    penalty = CLASSES.get(m.get("class"))
+def _read_regims(
+    check: FieldChecker, m: YamlMap, field: str, vocab: Vocabulary, penalty: str | None, thresholded: bool
+) -> tuple[Target, ...]:
     regims, field = m.get("reg_regims"), f"{field}.reg_regims"
     if not isinstance(regims, YamlMap) or not regims:
         if "reg_regims" in m:
@@ -141,18 +143,18 @@ def _read_regims(check: FieldChecker, m: YamlMap, field: str, vocab: Vocabulary)
                 m.line_of("reg_regims"), field, "expected a mapping of parameter name -> strength or [strength, group]"
             )
         return ()
-    thresholded = m.get("threshold_criteria") in CRITERIA
     targets = []
     for param, value in regims.items():
         line, path = regims.line_of(param), f"{field}.{param}"
-        strength, groups = _read_regim(check, line, path, value, penalty, vocab)
+        strength, groups = _read_regim(check, line, field, param, value, penalty, vocab)
         if strength is not None:
             threshold = strength if thresholded else None
-            targets.append(Target(str(param), strength, groups, threshold, line))
+            targets.append(Target(str(param), strength, groups, threshold, line, path))
     return tuple(targets)
 
 
-def _read_regim(check: FieldChecker, line: int, path: str, value, penalty: str | None, vocab: Vocabulary):
+def _read_regim(check: FieldChecker, line: int, field: str, param, value, penalty: str | None, vocab: Vocabulary):
+    path = f"{field}.{param}"
     grouped = penalty == "group_lasso"
     if grouped:
         if not (isinstance(value, YamlList) and len(value) == 2 and isinstance(value[1], str)):
@@ -165,9 +167,9 @@ def _read_regim(check: FieldChecker, line: int, path: str, value, penalty: str |
         groups = tuple(check_group_name(check, line, path, g, penalty, vocab) for g in GROUPS[group])
     else:
         groups = ("elements",)
-    holder = YamlMap({"strength": value})
-    holder.line, holder.key_lines = line, {}
-    strength = check.number(holder, "strength", path, None, minimum=0)
+    holder = YamlMap({param: value})  # so the strength is checked under the parameter's own field
+    holder.line, holder.key_lines = line, {param: line}
+    strength = check.number(holder, param, field, None, minimum=0)
     return (float(strength) if strength is not None else None), groups
 
 
@@ -201,6 +203,9 @@ def _policy_target(check: FieldChecker, policy: YamlMap, field: str, regularizer
 
 def _policy_epochs(check: FieldChecker, policy: YamlMap, field: str) -> Epochs:
     if "epochs" in policy:
+        if "frequency" in policy:
+            check.error(policy.line_of("frequency"), f"{field}.frequency",
+                        "frequency applies to starting_epoch/ending_epoch ranges, not to an epochs list")  # fmt: skip
         if "starting_epoch" in policy or "ending_epoch" in policy:
             check.error(
                 policy.line_of("epochs"),
@@ -211,30 +216,31 @@ def _policy_epochs(check: FieldChecker, policy: YamlMap, field: str) -> Epochs:
     if "starting_epoch" not in policy or "ending_epoch" not in policy:
         check.error(policy.line, field, "needs epochs: [...] or starting_epoch and ending_epoch (exclusive)")
         return Epochs()
-    start = check.number(policy, "starting_epoch", field, None, integer=True)
-    end = check.number(policy, "ending_epoch", field, None, integer=True)
+    start = check.number(policy, "starting_epoch", field, None, integer=True, minimum=0)
+    end = check.number(policy, "ending_epoch", field, None, integer=True, minimum=0)
     frequency = check.number(policy, "frequency", field, 1, integer=True, minimum=1)
     if start is None or end is None:
         return Epochs()
     return checked_range(check, policy.line_of("ending_epoch"), f"{field}.ending_epoch", start, end, frequency)
 
 
-def _rule_for(check: FieldChecker, policy: YamlMap, field: str, template: Rule | None, epochs: Epochs) -> Rule | None:
-    args = policy["regularizer"].get("args")
-    keep_mask = False
-    if args is not None:
-        args_map = check.mapping(args, policy["regularizer"].line_of("args"), f"{field}.regularizer.args")
-        if args_map is not None:
-            check.keys(args_map, f"{field}.regularizer.args", {"keep_mask"})
-            keep_mask = check.boolean(args_map, "keep_mask", f"{field}.regularizer.args", False)
-    return None if template is None else replace(template, epochs=epochs, keep_mask=keep_mask, line=policy.line)
+def _keep_mask(check: FieldChecker, policy: YamlMap, field: str) -> bool:
+    ref = policy.get("regularizer")
+    args = ref.get("args") if isinstance(ref, YamlMap) else None
+    if args is None:
+        return False
+    args_map = check.mapping(args, ref.line_of("args"), f"{field}.regularizer.args")
+    if args_map is None:
+        return False
+    check.keys(args_map, f"{field}.regularizer.args", {"keep_mask"})
+    return check.boolean(args_map, "keep_mask", f"{field}.regularizer.args", False)
 
 
 def _lr_for(check: FieldChecker, m: YamlMap, name: str, epochs: Epochs) -> LRSchedulerSpec:
     cls = check.string(m, "class", f"lr_schedulers.{name}")
     if "class" not in m:
         check.error(m.line, f"lr_schedulers.{name}.class", "required key is missing (a torch.optim.lr_scheduler class)")
-    args = tuple((k, v) for k, v in m.items() if k != "class")
+    args = tuple((str(k), v) for k, v in m.items() if k != "class")
     return LRSchedulerSpec(cls or "", args, epochs, m.line)
 
 

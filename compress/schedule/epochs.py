@@ -21,7 +21,8 @@ def read_range(check: FieldChecker, m: YamlMap, field: str) -> Epochs:
 
 def checked_range(check: FieldChecker, line: int, path: str, start: int, end: int | None, frequency: int) -> Epochs:
     if start < 0 or (end is not None and end < 0):
-        check.error(line, path, f"epochs must be >= 0, got [{start}, {end}]")
+        shown = f"[{start}, {end}]" if end is not None else f"[{start}]"
+        check.error(line, path, f"epochs must be >= 0, got {shown}")
     elif end is not None and end <= start:
         kind = "empty" if end == start else "inverted"
         check.error(line, path, f"{kind} epoch range [{start}, {end}): the end is exclusive and must exceed the start")

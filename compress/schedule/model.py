@@ -58,6 +58,7 @@ class Target:
     groups: tuple[str, ...]
     threshold: float | None = None
     line: int | None = field(default=None, compare=False)
+    where: str | None = field(default=None, compare=False)  # the field errors about this target name
 
 
 @dataclass(frozen=True)
@@ -72,14 +73,23 @@ class Rule:
     line: int | None = field(default=None, compare=False)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LRSchedulerSpec:
-    """Any ``torch.optim.lr_scheduler`` class by name, stepped at the end of each active epoch."""
+    """Any ``torch.optim.lr_scheduler`` class by name, stepped at the end of each active epoch.
+    ``args`` keep the order they were written in (for display); equality ignores it, as YAML does."""
 
     cls: str
     args: tuple[tuple[str, Any], ...] = ()
     epochs: Epochs = Epochs()
-    line: int | None = field(default=None, compare=False)
+    line: int | None = None
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, LRSchedulerSpec):
+            return NotImplemented
+        ordered = sorted(self.args, key=lambda kv: kv[0]), sorted(other.args, key=lambda kv: kv[0])
+        return (self.cls, self.epochs, ordered[0]) == (other.cls, other.epochs, ordered[1])
+
+    __hash__ = None  # args may hold lists
 
 
 @dataclass(frozen=True)

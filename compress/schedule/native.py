@@ -72,6 +72,8 @@ def _read_rule(check: FieldChecker, m: YamlMap, field: str, vocab: Vocabulary) -
     penalty = check.string(m, "penalty", field, None, set(vocab.penalties) or None)
     groups = _read_groups(check, m, field, penalty, vocab)
     threshold = check.number(m, "threshold", field, None, minimum=0)
+    if "threshold_criterion" in m and "threshold" not in m:
+        check.warn(m.line_of("threshold_criterion"), f"{field}.threshold_criterion", "has no effect without threshold")
     targets = _read_targets(check, m, field, groups, threshold)
     rule = Rule(
         name=name,
@@ -91,11 +93,8 @@ def _read_groups(check: FieldChecker, m: YamlMap, field: str, penalty: str | Non
     raw = m.get("groups")
     if raw is None:
         if grouped and penalty is not None and vocab.penalties:
-            check.error(
-                m.line,
-                f"{field}.groups",
-                f"{penalty} needs groups; valid: {', '.join(sorted(set(vocab.groups.values())))}",
-            )
+            valid = sorted(set(vocab.groups.values()) - {"elements"})
+            check.error(m.line, f"{field}.groups", f"{penalty} needs groups; valid: {', '.join(valid)}")
         return ("elements",)
     names = [raw] if isinstance(raw, str) else raw
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
@@ -142,7 +141,8 @@ def _read_targets(check: FieldChecker, m: YamlMap, field: str, groups: tuple, th
         for pattern in layers:
             s = check.number(layers, pattern, f"{field}.layers", None, minimum=0)
             if s is not None:
-                targets.append(Target(str(pattern), float(s), groups, threshold, layers.line_of(pattern)))
+                line = layers.line_of(pattern)
+                targets.append(Target(str(pattern), float(s), groups, threshold, line, f"{field}.layers.{pattern}"))
         return tuple(targets) if targets else None
     if isinstance(layers, str):
         layers = YamlList([layers])
@@ -157,7 +157,8 @@ def _read_targets(check: FieldChecker, m: YamlMap, field: str, groups: tuple, th
         if "strength" not in m:
             check.error(m.line, f"{field}.strength", "required key is missing (or give per-layer strengths in layers)")
         return None
-    return tuple(Target(p, float(strength), groups, threshold, layers.line_of(i)) for i, p in enumerate(layers))
+    path = f"{field}.layers"
+    return tuple(Target(p, float(strength), groups, threshold, layers.line_of(i), path) for i, p in enumerate(layers))
 
 
 def read_lr_schedulers(check: FieldChecker, doc: YamlMap, key: str) -> tuple[LRSchedulerSpec, ...]:
@@ -180,6 +181,6 @@ def read_lr_schedulers(check: FieldChecker, doc: YamlMap, key: str) -> tuple[LRS
                     m.line, f"{field}.class", "required key is missing (a torch.optim.lr_scheduler class, e.g. StepLR)"
                 )
             continue
-        args = tuple((k, v) for k, v in m.items() if k not in ("class", "epochs", "frequency"))
+        args = tuple((str(k), v) for k, v in m.items() if k not in ("class", "epochs", "frequency"))
         specs.append(LRSchedulerSpec(cls, args, read_range(check, m, field), m.line))
     return tuple(specs)
