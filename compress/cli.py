@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from compress.config import OPTIMIZERS, RunConfig, load_config_file, resolve_config
+from compress.config import MAXIMA, OPTIMIZERS, RunConfig, load_config_file, resolve_config
 from compress.errors import CompressError, Diagnostic
 
 FILE = click.Path(path_type=Path, dir_okay=True)  # existence is checked by our readers, with our message
@@ -17,10 +17,11 @@ FILE = click.Path(path_type=Path, dir_okay=True)  # existence is checked by our 
 class CompressGroup(click.Group):
     """Turns our errors and click's usage errors into one line each and exit code 2, no traceback."""
 
-    def main(self, *args: Any, **kwargs: Any) -> Any:
+    def main(self, args: list[str] | None = None, *rest: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
+        args = join_best(list(sys.argv[1:] if args is None else args))
         try:
-            return super().main(*args, **kwargs)
+            return super().main(args, *rest, **kwargs)
         except click.exceptions.Abort:
             click.echo("aborted", err=True)
             sys.exit(1)
@@ -36,6 +37,16 @@ class CompressGroup(click.Group):
             for diagnostic in exc.diagnostics:
                 click.echo(f"error: {diagnostic}" if not diagnostic.file else str(diagnostic), err=True)
             sys.exit(2)
+
+
+def join_best(args: list[str]) -> list[str]:
+    """``--best sparsity-at-top1 97.5`` (two words, as users write it) -> one option value."""
+    out = list(args)
+    for i in range(len(out) - 2):
+        if out[i] == "--best" and out[i + 1] == "sparsity-at-top1" and not out[i + 2].startswith("-"):
+            out[i + 1 : i + 3] = [f"sparsity-at-top1:{out[i + 2]}"]
+            break
+    return out
 
 
 @click.group(cls=CompressGroup)
@@ -70,16 +81,22 @@ def run_options(f):
     """The run-setting flags shared by train and check; each overrides the config files."""
     options = [
         click.option("--config", "config_path", type=FILE, help="Run settings YAML (configs/*.yaml)."),
-        click.option("--arch", help="Model name (see the registry; default lenet5)."),
-        click.option("--dataset", help="Dataset name (default mnist5k, embedded)."),
-        click.option("--epochs", type=click.IntRange(min=1), help="Number of epochs."),
+        click.option(
+            "--arch",
+            help="Model: a name `compress models` lists (default lenet5), or package.module:function of your own.",
+        ),
+        click.option("--dataset", help="Dataset: a name `compress datasets` lists (default mnist5k, embedded)."),
+        click.option("--data-dir", help="Where the dataset lives (all but mnist5k); imagefolder: DIR/train, DIR/val."),
+        click.option("--input-size", type=click.IntRange(min=1), help="Image side for imagenet / imagefolder (224)."),
+        click.option("--pretrained", help="Start from this local state_dict (the head is replaced if classes differ)."),
+        click.option("--epochs", type=click.IntRange(1, MAXIMA["epochs"]), help="Number of epochs."),
         click.option("--batch-size", type=click.IntRange(min=1), help="Training batch size."),
         click.option("--optimizer", type=click.Choice(OPTIMIZERS), help="Optimizer."),
         click.option("--lr", type=click.FloatRange(min=0), help="Learning rate."),
         click.option("--momentum", type=click.FloatRange(min=0), help="SGD momentum."),
         click.option("--nesterov/--no-nesterov", default=None, help="Nesterov momentum (SGD)."),
         click.option("--weight-decay", type=click.FloatRange(min=0), help="Optimizer weight decay on every parameter."),
-        click.option("--seed", type=click.IntRange(min=0), help="Seed: same seed, same result on the CPU."),
+        click.option("--seed", type=click.IntRange(0, 2**63 - 1), help="Seed: same seed, same result on the CPU."),
         click.option("--device", help="cpu (default), cuda or cuda:N."),
     ]
     for option in reversed(options):
@@ -96,11 +113,23 @@ def run_options(f):
     help="With --resume: start a new run at epoch 0 from the checkpoint's weights (fine-tuning).",
 )
 @run_options
+@click.option("--download/--no-download", default=None, help="Let torchvision fetch a missing dataset into --data-dir.")
+@click.option(
+    "--val-split",
+    type=click.FloatRange(min=0, max=1, max_open=True),
+    help="Validate on this stratified share of the training images (default 0.1 where a dataset has no "
+    "validation split; 0: its test split, as Distiller's --vs 0).",
+)
+@click.option("--test/--no-test", default=None, help="Evaluate the final weights on the test split at the end.")
+@click.option("--workers", type=click.IntRange(min=0), help="DataLoader worker processes (default: cores - 1, max 8).")
 @click.option("--out-dir", help="Where run directories go (default runs).")
 @click.option("--name", help="Run directory name (default: schedule name and a timestamp).")
 @click.option("--limit-batches", type=click.IntRange(min=1), help="Train and validate on at most N batches per epoch.")
 @click.option("--overwrite", is_flag=True, help="Reuse an existing run directory of the same name.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+@click.option("--best", help="How best.pt is chosen: top1 (default), or sparsity-at-top1 B (sparsest with top1 >= B).")
+@click.option("--tensorboard/--no-tensorboard", default=None, help="Write TensorBoard events to RUN/tensorboard.")
+@click.option("--plots/--no-plots", default=True, help="PNG plots at the end of the run (needs matplotlib).")
 def train(
     schedule_path: Path | None,
     resume: Path | None,
@@ -108,6 +137,7 @@ def train(
     config_path: Path | None,
     overwrite: bool,
     progress: bool | None,
+    plots: bool,
     **flags: Any,
 ) -> None:
     """Train a model under a schedule; writes runs/<name>/ and prints sparsity every epoch."""
@@ -124,9 +154,8 @@ def train(
         schedule = _load_schedule(schedule_path)
         config = _config_layers(schedule, config_path, flags)
     show_progress = sys.stderr.isatty() if progress is None else progress
-    run_training(
-        schedule, config, overwrite=overwrite, progress=show_progress, echo=click.echo, warn=_print_warnings, resume=run
-    )
+    run_training(schedule, config, overwrite=overwrite, progress=show_progress, echo=click.echo,
+                 warn=_print_warnings, resume=run, plots=plots)  # fmt: skip
 
 
 def _resume_setup(path: Path, reset: bool, schedule_path: Path | None, config_path: Path | None, flags: dict):
@@ -165,3 +194,72 @@ def check(schedule_path: Path | None, config_path: Path | None, list_params: boo
         model, rules, warnings = plan(schedule, config)
         _print_warnings(warnings)
         click.echo(format_plan(schedule, config, rules, model))
+
+
+@main.command()
+def models() -> None:
+    """List the models --arch takes, one line each (ours, then torchvision's)."""
+    from compress.commands.listing import format_models
+
+    click.echo(format_models())
+
+
+@main.command()
+def datasets() -> None:
+    """List the datasets --dataset takes, one line each."""
+    from compress.commands.listing import format_datasets
+
+    click.echo(format_datasets())
+
+
+@main.command()
+@click.argument("path", metavar="RUN_OR_CKPT", type=FILE)
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "markdown"]), default="table")
+@click.option("--group", type=click.Choice(["filters", "channels", "kernels", "rows", "cols"]),
+              help="Show one structured column (plus Std, Mean, Abs-Mean) instead of all five.")  # fmt: skip
+@click.option("--width", type=click.IntRange(min=40), default=100, help="Terminal width the table must fit.")
+def report(path: Path, fmt: str, group: str | None, width: int) -> None:
+    """Sparsity per layer, MACs dense and after thinning, and a run's history per epoch."""
+    from compress.commands.report import report_text
+
+    click.echo(report_text(path, fmt=fmt, group=group, width=width))
+
+
+@main.command("eval")
+@click.argument("path", metavar="CKPT", type=FILE)
+@click.option("--dataset", help="Evaluate on another dataset than the run's.")
+@click.option("--data-dir", help="Where that dataset lives.")
+@click.option("--test/--no-test", default=None, help="The test split instead of the validation split.")
+@click.option("--batch-size", type=click.IntRange(min=1))
+@click.option("--device", help="cpu (default), cuda or cuda:N.")
+@click.option("--limit-batches", type=click.IntRange(min=1))
+def evaluate(path: Path, **overrides: Any) -> None:
+    """top1 / top5 / loss of a checkpoint (a run directory means its best.pt)."""
+    from compress.commands.report import evaluate_checkpoint
+
+    m = evaluate_checkpoint(path, overrides)
+    click.echo(f"{path}: {m['split']}  top1 {m['top1']:.2f}  top5 {m['top5']:.2f}  loss {m['val_loss']:.4f}")
+
+
+@main.command()
+@click.argument("path", metavar="RUN", type=FILE)
+@click.option("--group", type=click.Choice(["filters", "channels", "kernels", "rows", "cols"]), default="filters",
+              help="Structure shown in the per-layer heatmap.")  # fmt: skip
+def plot(path: Path, group: str) -> None:
+    """Write PNG plots into a run directory (needs the plots extra: matplotlib)."""
+    from compress.commands.plot import plot_run
+
+    for written in plot_run(path, group):
+        click.echo(f"wrote {written}")
+
+
+@main.command()
+@click.argument("path", metavar="CKPT", type=FILE)
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="The thinned checkpoint.")
+@click.option("--batch", type=click.IntRange(min=2), default=64, help="Inputs compared; the larger latency batch.")
+def thin(path: Path, output: Path, batch: int) -> None:
+    """Remove exactly-zero filters and channels (a run directory means its best.pt); verified, measured."""
+    from compress.commands.thin import thin_checkpoint
+
+    for line in thin_checkpoint(path, output, batch=batch):
+        click.echo(line)

@@ -27,6 +27,17 @@ class RunConfig:
     out_dir: str = "runs"
     name: str | None = None
     limit_batches: int | None = None
+    # data and model sources (compress.data, compress.models); None means "the dataset's default"
+    data_dir: str | None = None
+    download: bool = False
+    val_split: float | None = None
+    test: bool = False
+    workers: int | None = None
+    input_size: int | None = None
+    pretrained: str | None = None
+    # what a run writes, not what it computes
+    best: str = "top1"
+    tensorboard: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -48,6 +59,15 @@ _RULES: dict[str, tuple[type, float | None]] = {
     "out_dir": (str, None),
     "name": (str, None),
     "limit_batches": (int, 1),
+    "data_dir": (str, None),
+    "download": (bool, None),
+    "val_split": (float, 0),
+    "test": (bool, None),
+    "workers": (int, 0),
+    "input_size": (int, 1),
+    "pretrained": (str, None),
+    "best": (str, None),
+    "tensorboard": (bool, None),
 }
 
 
@@ -72,13 +92,24 @@ def load_config_file(path: Path | str, what: str = "--config") -> dict[str, Any]
     return out
 
 
+# upper bounds, shared with the CLI flags: beyond them a value is a typo (and 1e9 epochs would hang)
+MAXIMA = {"epochs": 100_000}
+
+
 def _read(check: FieldChecker, data: YamlMap, key: str) -> Any:
     kind, minimum = _RULES[key]
     if kind is str:
         return check.string(data, key, "", None, set(OPTIMIZERS) if key == "optimizer" else None)
     if kind is bool:
         return check.boolean(data, key, "")
-    return check.number(data, key, "", None, integer=kind is int, minimum=minimum)
+    value = check.number(data, key, "", None, integer=kind is int, minimum=minimum)
+    if value is not None and key in MAXIMA and value > MAXIMA[key]:
+        check.error(data.line_of(key), key, f"must be <= {MAXIMA[key]}, got {value}")
+        return None
+    if key == "val_split" and value is not None and value >= 1:
+        check.error(data.line_of(key), key, f"must be < 1 (a share of the training images), got {value}")
+        return None
+    return value
 
 
 def resolve_config(layers: list[dict[str, Any]]) -> RunConfig:
@@ -88,7 +119,7 @@ def resolve_config(layers: list[dict[str, Any]]) -> RunConfig:
         merged.update({k: v for k, v in layer.items() if v is not None})
     names = {f.name for f in fields(RunConfig)}
     values = {k: v for k, v in merged.items() if k in names}
-    for key in ("lr", "momentum", "weight_decay"):
+    for key in ("lr", "momentum", "weight_decay", "val_split"):
         if key in values:
             values[key] = float(values[key])
     return RunConfig(**values)

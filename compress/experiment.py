@@ -10,9 +10,11 @@ import torch
 from torch import nn
 
 from compress.config import RunConfig
-from compress.data import DataBundle, build_dataset, dataset_entry
+from compress.data import DataBundle, DataOptions, build_dataset, dataset_shape
+from compress.distributed import SINGLE, World, init_world, wrap
 from compress.errors import CompressError, Diagnostic
 from compress.models import build_model
+from compress.models.pretrained import load_pretrained
 from compress.optim import build_optimizer
 from compress.schedule.model import Schedule
 from compress.scheduler import BoundRule, CompressionScheduler, bind
@@ -43,21 +45,48 @@ def seed_everything(seed: int) -> None:
         pass
 
 
-def build_model_for(config: RunConfig) -> nn.Module:
-    entry = dataset_entry(config.dataset)
-    return build_model(
-        config.arch, num_classes=entry.num_classes, in_channels=entry.in_channels, input_size=entry.input_size
+def data_options(config: RunConfig, device: torch.device | None = None) -> DataOptions:
+    return DataOptions(
+        data_dir=config.data_dir,
+        download=config.download,
+        val_split=config.val_split,
+        workers=config.workers,
+        input_size=config.input_size,
+        pin_memory=device is not None and device.type == "cuda",
+        test=config.test,
     )
 
 
+def build_model_for(config: RunConfig) -> nn.Module:
+    """The model for the dataset's classes, channels and image size; no data is loaded (an image
+    folder's class count is read from its directory listing)."""
+    shape = dataset_shape(config.dataset, data_options(config))
+    return build_model(
+        config.arch, num_classes=shape.num_classes, in_channels=shape.in_channels, input_size=shape.input_size
+    )
+
+
+def example_input(config: RunConfig) -> torch.Tensor:
+    """One input of the shape the dataset gives (zeros: for tracing and counting MACs)."""
+    shape = dataset_shape(config.dataset, data_options(config))
+    return torch.zeros(1, shape.in_channels, shape.input_size, shape.input_size)
+
+
 def plan(
-    schedule: Schedule, config: RunConfig, device: torch.device | None = None
+    schedule: Schedule, config: RunConfig, device: torch.device | None = None, thinned_spec: dict | None = None
 ) -> tuple[nn.Module, list[BoundRule], list[Diagnostic]]:
-    """What ``compress check`` shows: the model and every rule bound to it, without data."""
+    """What ``compress check`` shows: the model and every rule bound to it, without data.
+    ``thinned_spec`` (from a thinned checkpoint) turns the model into its smaller architecture."""
     seed_everything(config.seed)
-    model = build_model_for(config).to(device or "cpu")
+    model = build_model_for(config)
+    if thinned_spec:
+        from compress.thinning import rebuild
+
+        rebuild(model, thinned_spec)
+    notes = load_pretrained(model, config.pretrained) if config.pretrained else []
+    model = model.to(device or "cpu")
     rules, warnings = bind(schedule, model, epochs=config.epochs, weight_decay=config.weight_decay)
-    return model, rules, warnings
+    return model, rules, [Diagnostic(note) for note in notes] + warnings
 
 
 @dataclass
@@ -70,11 +99,23 @@ class Experiment:
     optimizer: torch.optim.Optimizer
     scheduler: CompressionScheduler
     warnings: list[Diagnostic]
+    base_spec: dict | None = None  # the thinned architecture the run started from, if any
+    world: World = SINGLE  # the torchrun processes (one process: SINGLE)
+    train_model: nn.Module | None = None  # what the loop calls: the model, or its DDP wrapper
+
+    @property
+    def thinned_spec(self) -> dict | None:
+        """The architecture now: the starting spec plus every thinning done in this run."""
+        thinner = self.scheduler.thinner
+        return thinner.spec if thinner is not None else self.base_spec
 
 
-def build_experiment(schedule: Schedule, config: RunConfig) -> Experiment:
-    device = resolve_device(config.device)
-    model, rules, warnings = plan(schedule, config, device)
+def build_experiment(schedule: Schedule, config: RunConfig, thinned_spec: dict | None = None) -> Experiment:
+    world, device = init_world(resolve_device(config.device))
+    if world.distributed and schedule.thinning is not None:
+        raise CompressError("thin: thinning during a torchrun run is not supported yet; thin the checkpoint "
+                            "afterwards with compress thin, then fine-tune it with --resume")  # fmt: skip
+    model, rules, warnings = plan(schedule, config, device, thinned_spec)
     optimizer = build_optimizer(
         config.optimizer,
         model.parameters(),
@@ -83,6 +124,23 @@ def build_experiment(schedule: Schedule, config: RunConfig) -> Experiment:
         nesterov=config.nesterov,
         weight_decay=config.weight_decay,
     )
-    scheduler = CompressionScheduler(rules, optimizer, schedule)
-    data = build_dataset(config.dataset, batch_size=config.batch_size, seed=config.seed, device=str(device))
-    return Experiment(config, schedule, device, model, data, optimizer, scheduler, warnings)
+    thinner = None
+    if schedule.thinning is not None:
+        from compress.thinning.state import Thinner
+
+        thinner = Thinner(schedule.thinning, config.epochs, model, example_input(config), optimizer, thinned_spec)
+    scheduler = CompressionScheduler(rules, optimizer, schedule, thinner)
+    data = build_dataset(
+        config.dataset,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        device=str(device),
+        options=data_options(config, device),
+    )
+    warnings = warnings + [Diagnostic(note) for note in data.notes]
+    for loader in (data.train, data.val, data.test):
+        if loader is not None and hasattr(loader, "shard"):
+            loader.shard(world)
+    train_model = wrap(model, world, device)
+    return Experiment(config, schedule, device, model, data, optimizer, scheduler, warnings, thinned_spec, world,
+                      train_model)  # fmt: skip

@@ -24,6 +24,8 @@ from compress.errors import CompressError
 
 # Settings that change the numbers a run computes: an exact resume must keep them.
 PINNED = (
+    "val_split",
+    "input_size",
     "arch",
     "dataset",
     "batch_size",
@@ -52,6 +54,11 @@ class Resume:
     def run_dir(self) -> Path:
         return self.path.parent
 
+    @property
+    def in_run_dir(self) -> bool:
+        """False for a checkpoint on its own (``compress thin``'s output): it continues in a new run."""
+        return (self.run_dir / "metrics.csv").exists()
+
 
 def load_resume(path: Path, *, exact: bool) -> Resume:
     file = checkpoint_file(path)
@@ -64,11 +71,8 @@ def load_resume(path: Path, *, exact: bool) -> Resume:
 
 def _check_latest(resume: Resume) -> None:
     """Continuing from an older checkpoint would overwrite later epochs of the same run."""
-    if not (resume.run_dir / "metrics.csv").exists():
-        raise CompressError(
-            f"--resume: {resume.path} is not inside a run directory; add --reset-optimizer to start "
-            "a new run from its weights"
-        )
+    if not resume.in_run_dir:
+        return
     latest = resume.run_dir / "checkpoint.pt"
     if resume.path.name != "checkpoint.pt" and latest.exists():
         newer = load_checkpoint(latest, "--resume")
@@ -93,7 +97,11 @@ def exact_config(resume: Resume, layers: list[dict[str, Any]]) -> RunConfig:
             f"--resume: the run was trained with other settings ({what}); an exact resume keeps them. "
             "Drop those flags, or add --reset-optimizer to fine-tune from its weights in a new run"
         )
-    return resolve_config([saved, {"epochs": asked.epochs, "device": asked.device}])
+    given = resolve_config(layers)  # for where a new run directory goes (a checkpoint outside any run)
+    free = {"epochs": asked.epochs, "device": asked.device, "out_dir": given.out_dir, "name": given.name,
+            "best": asked.best, "tensorboard": asked.tensorboard, "data_dir": asked.data_dir,
+            "workers": asked.workers, "test": asked.test}  # fmt: skip
+    return resolve_config([{**saved, "name": None}, free])
 
 
 def check_same_schedule(resume: Resume, text: str | None, source: str | None) -> None:

@@ -132,3 +132,37 @@ class RunFiles:
     def log(self, line: str) -> None:
         with open(self.path / "train.log", "a", encoding="utf-8") as f:
             f.write(line + "\n")
+
+
+class BestRule:
+    """Which epoch's weights become ``best.pt``.
+
+    ``top1`` (default): the highest validation top1. ``sparsity-at-top1:B``: the sparsest epoch whose
+    top1 is at least B, ties to the higher top1; until an epoch reaches B, the highest top1 is kept,
+    so ``best.pt`` always exists (the message says which rule chose it).
+    """
+
+    def __init__(self, spec: str = "top1"):
+        self.spec = spec
+        self.bound: float | None = None
+        if spec != "top1":
+            kind, _, bound = spec.partition(":")
+            try:
+                if kind != "sparsity-at-top1":
+                    raise ValueError
+                self.bound = float(bound)
+            except ValueError:
+                raise CompressError(
+                    f"--best: unknown rule {spec!r}; valid: top1, sparsity-at-top1 B (B a top1 in %)"
+                ) from None
+
+    def key(self, top1: float, sparsity: float) -> tuple:
+        if self.bound is None:
+            return (top1,)
+        reached = top1 >= self.bound
+        return (reached, sparsity if reached else top1, top1)
+
+    def describe(self) -> str:
+        if self.bound is None:
+            return "highest validation top1"
+        return f"sparsest with top1 >= {self.bound:g} (highest top1 until one reaches it)"

@@ -167,9 +167,14 @@ class CompressionScheduler:
     """Applies bound rules and steps lr schedulers. ``state_dict`` holds the kept masks."""
 
     def __init__(
-        self, rules: list[BoundRule], optimizer: torch.optim.Optimizer | None = None, schedule: Schedule | None = None
+        self,
+        rules: list[BoundRule],
+        optimizer: torch.optim.Optimizer | None = None,
+        schedule: Schedule | None = None,
+        thinner: Any = None,
     ):
         self.rules = rules
+        self.thinner = thinner  # compress.thinning.state.Thinner: removes zero structures at its epochs
         self.lr_schedulers = []
         if schedule is not None and optimizer is not None:
             self.lr_schedulers = [
@@ -239,6 +244,8 @@ class CompressionScheduler:
         for bound in self.rules:
             if bound.rule.keep_mask and bound.last_epoch == epoch:
                 self._keep_mask(bound)
+        if self.thinner is not None:
+            self.thinner(epoch, self)
         for spec, scheduler in self.lr_schedulers:
             if spec.epochs.active(epoch):
                 if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
@@ -255,6 +262,15 @@ class CompressionScheduler:
             keep = keep.to(t.param.dtype)
             old = self.masks.get(t.param_name)
             self.masks[t.param_name] = keep if old is None else old * keep
+
+    def rebind(self, params: dict[str, nn.Parameter], thin: Any) -> None:
+        """After thinning: point every target at the new parameter of the same name and shrink the
+        kept masks with ``thin(name, tensor)``."""
+        for bound in self.rules:
+            for t in bound.targets:
+                t.param = params[t.param_name]
+        self.params = {name: params[name] for name in self.params}
+        self.masks = {name: thin(name, mask) for name, mask in self.masks.items()}
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -21,6 +21,8 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from compress.distributed import SINGLE, World
+
 
 class Hooks(Protocol):
     def on_epoch_begin(self, epoch: int) -> None: ...
@@ -67,6 +69,19 @@ class EpochTotals:
         seen = max(self.seen, 1)
         return float(self.data) / seen, {name: float(v) / seen for name, v in self.rules.items()}
 
+    def summed(self, world: World) -> EpochTotals:
+        """The sums over every process (each process saw its own share of the batches)."""
+        if not world.distributed:
+            return self
+        names, device = sorted(self.rules), self.data.device
+        rules = [torch.as_tensor(self.rules[n], device=device).float() for n in names]
+        flat = torch.stack([torch.tensor(float(self.seen), device=device), self.data.float(), *rules])
+        world.sum(flat)
+        out = EpochTotals(self.data.device)
+        out.seen, out.data = int(flat[0].item()), flat[1]
+        out.rules = {n: flat[2 + i] for i, n in enumerate(names)}
+        return out
+
     def state_dict(self) -> dict[str, Any]:
         return {"seen": self.seen, "data": float(self.data), "rules": {k: float(v) for k, v in self.rules.items()}}
 
@@ -112,6 +127,7 @@ def train_one_epoch(
     start_step: int = 0,
     totals: EpochTotals | None = None,
     should_stop: Callable[[], bool] | None = None,
+    world: World = SINGLE,
 ) -> tuple[float, dict[str, float]]:
     """Returns (mean data loss, mean loss per rule) over the epoch's samples.
 
@@ -126,7 +142,7 @@ def train_one_epoch(
         bar.update(start_step)
     totals = totals or EpochTotals(device)
     for step, (x, y) in enumerate(bar, start=start_step):
-        if should_stop is not None and should_stop():
+        if world.any(should_stop is not None and should_stop(), device):  # every process stops at the same step
             raise Interrupted(epoch, step, totals)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
@@ -135,21 +151,27 @@ def train_one_epoch(
         rules = hooks.before_step()
         optimizer.step()
         rules.update(hooks.after_step(optimizer.param_groups[0]["lr"]))
-        if not torch.isfinite(loss + sum(rules.values())):
+        if world.any(not torch.isfinite(loss + sum(rules.values())), device):
             raise Diverged(epoch, step, float(loss.detach()), {name: float(v) for name, v in rules.items()})
         totals.add(y.shape[0], loss, rules)
         if progress and step % 10 == 0:
             data, rule_means = totals.means()
             postfix = {"loss": f"{data:.4f}", **{name: f"{v:.4g}" for name, v in rule_means.items()}}
             bar.set_postfix(postfix, refresh=False)
-    return totals.means()
+    return totals.summed(world).means()
 
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, loader: Iterable, *, device: torch.device, limit_batches: int | None = None
+    model: nn.Module,
+    loader: Iterable,
+    *,
+    device: torch.device,
+    limit_batches: int | None = None,
+    world: World = SINGLE,
 ) -> dict[str, float]:
-    """Mean cross-entropy, top-1 and top-5 accuracy (%) over the loader's samples."""
+    """Mean cross-entropy, top-1 and top-5 accuracy (%) over the loader's samples (over every
+    process's share of them, so all processes report the same numbers)."""
     model.eval()
     loss_sum = torch.zeros((), device=device)
     correct1 = torch.zeros((), device=device)
@@ -164,7 +186,10 @@ def evaluate(
         correct1 += hits[:, 0].sum()
         correct5 += hits.any(dim=1).sum()
         seen += y.shape[0]
-    seen = max(seen, 1)
+    sums = world.sum(
+        torch.stack([loss_sum, correct1.float(), correct5.float(), torch.tensor(float(seen), device=device)])
+    )
+    loss_sum, correct1, correct5, seen = sums[0], sums[1], sums[2], max(float(sums[3]), 1.0)
     return {
         "val_loss": float(loss_sum) / seen,
         "top1": 100.0 * float(correct1) / seen,
@@ -188,6 +213,7 @@ def fit(
     progress: Progress | None = None,
     on_epoch_end: Callable[[EpochResult], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    world: World = SINGLE,
 ) -> list[EpochResult]:
     """Epochs ``start_epoch`` .. ``epochs - 1``; the first may continue at ``start_step``.
     Raises ``Interrupted`` when ``should_stop`` turns true, ``Diverged`` on a non-finite loss."""
@@ -210,8 +236,9 @@ def fit(
             start_step=start_step if epoch == start_epoch else 0,
             totals=start_totals if epoch == start_epoch else None,
             should_stop=should_stop,
+            world=world,
         )
-        metrics = evaluate(model, val_loader, device=device, limit_batches=limit_batches)
+        metrics = evaluate(model, val_loader, device=device, limit_batches=limit_batches, world=world)
         hooks.on_epoch_end(epoch, metrics)
         result = EpochResult(
             epoch=epoch,

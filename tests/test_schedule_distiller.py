@@ -761,11 +761,11 @@ def test_negative_starting_epoch_is_reported_at_starting_epoch():
     assert (d.field, d.line) == ("policies[0].starting_epoch", line_no(text, "starting_epoch"))
 
 
-@pytest.mark.parametrize("section", ["pruners", "quantizers", "extensions"])
+@pytest.mark.parametrize("section", ["pruners", "quantizers"])
 def test_unsupported_sections_are_named(section):
     text = one_regularizer("conv1.weight: [0.1, 3D]") + f"{section}:\n  something: {{class: X}}\n"
     (d,) = errors_of(text, f"Distiller's {section} are not supported yet")
-    assert d.message == f"Distiller's {section} are not supported yet; only regularizers and lr_schedulers are"
+    assert d.message == f"Distiller's {section} are not supported yet; only regularizers, lr_schedulers and extensions are"
     assert (d.field, d.line) == (section, line_no(text, f"{section}:"))
 
 
@@ -775,7 +775,7 @@ def test_a_file_with_only_pruners_is_read_as_distiller():
     assert d.line == 2
 
 
-@pytest.mark.parametrize("kind", ["pruner", "quantizer", "extension"])
+@pytest.mark.parametrize("kind", ["pruner", "quantizer"])
 def test_unsupported_policy_kinds_are_named(kind):
     text = yaml_text(
         f"""
@@ -1146,7 +1146,7 @@ def test_cli_check_bad_distiller_file_exits_2_with_one_line_per_error(tmp_path):
     for line in errors:
         assert re.match(rf"^{re.escape(str(path))}:\d+: \S+: ", line), line
     assert (
-        f"{path}:11: quantizers: Distiller's quantizers are not supported yet; only regularizers and lr_schedulers are"
+        f"{path}:11: quantizers: Distiller's quantizers are not supported yet; only regularizers, lr_schedulers and extensions are"
         in errors
     )
     assert (

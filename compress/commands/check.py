@@ -8,6 +8,7 @@ from compress import groups as G
 from compress.config import RunConfig
 from compress.schedule.model import Schedule
 from compress.scheduler import BoundRule
+from compress.yamlio import brief
 
 
 def _shape(shape) -> str:
@@ -43,7 +44,7 @@ def format_plan(schedule: Schedule, config: RunConfig, rules: list[BoundRule], m
             name, shape_text = t.param_name.ljust(width), _shape(shape).ljust(12)
             lines.append(f"  {name}  {shape_text}  {counts.ljust(16)}  strength {t.strength:g}{thr}")
     for spec in schedule.lr_schedulers:
-        args = ", ".join(f"{k}={v}" for k, v in spec.args)
+        args = ", ".join(f"{k}={brief(v)}" for k, v in spec.args)
         lines.append(f"lr_scheduler {spec.cls}({args}), {spec.epochs.describe(config.epochs)}")
     n_params = len({t.param_name for b in rules for t in b.targets})
     lines.append(f"OK: {len(rules)} rule(s) on {n_params} parameter(s), {len(schedule.lr_schedulers)} lr scheduler(s)")

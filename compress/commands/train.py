@@ -11,13 +11,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from compress.checkpoint import save_checkpoint
+from compress.commands.summary import evaluate_test, finish
 from compress.config import RunConfig
+from compress.distributed import leave
 from compress.errors import CompressError
 from compress.experiment import Experiment, build_experiment
 from compress.resume import Resume, load_weights, restore_rng, rng_state
-from compress.runs import RunFiles, create_run_dir, default_run_name
+from compress.runs import BestRule, RunFiles, create_run_dir, default_run_name
 from compress.schedule.model import Schedule
-from compress.sparsity import format_table, measure_sparsity, total_sparsity
+from compress.sparsity import format_table, measure_sparsity
+from compress.tensorboard import TensorBoardLogger, require_tensorboard
 from compress.training import Diverged, EpochResult, EpochTotals, Interrupted, fit
 
 
@@ -47,6 +50,7 @@ class Progress:
     totals: EpochTotals | None = None
     best_top1: float = float("-inf")
     best_epoch: int | None = None
+    best_key: list | None = None  # BestRule.key of best.pt, compared with each new epoch's
 
 
 def checkpoint_state(exp: Experiment, at: Progress, *, top1: float | None, interrupted: bool = False) -> dict[str, Any]:
@@ -63,7 +67,9 @@ def checkpoint_state(exp: Experiment, at: Progress, *, top1: float | None, inter
         "top1": top1,
         "best_top1": at.best_top1,
         "best_epoch": at.best_epoch,
+        "best_key": at.best_key,
         "rng": rng_state(),
+        "thinned_spec": exp.thinned_spec,
         "config": exp.config.to_dict(),
         "schedule_text": exp.schedule.text,
         "schedule_source": exp.schedule.source,
@@ -78,8 +84,19 @@ def _restore(exp: Experiment, resume: Resume) -> Progress:
     exp.optimizer.load_state_dict(state["optimizer"])
     exp.scheduler.load_state_dict(state["scheduler"])
     restore_rng(state["rng"])
-    totals = EpochTotals(exp.device, state["epoch_totals"]) if state.get("epoch_totals") else None
-    return Progress(state["next_epoch"], state["next_step"], totals, state["best_top1"], state["best_epoch"])
+    # the saved sums are every process's together: one process carries them on
+    own = state.get("epoch_totals") if exp.world.is_main else None
+    totals = EpochTotals(exp.device, own) if own else None
+    return Progress(state["next_epoch"], state["next_step"], totals, state["best_top1"], state["best_epoch"],
+                    state.get("best_key"))  # fmt: skip
+
+
+def _report_thinning(exp: Experiment, epoch: int, echo: Callable[..., None]) -> None:
+    thinner = exp.scheduler.thinner
+    for at, result in thinner.events if thinner is not None else []:
+        if at == epoch:
+            changes = "; ".join(result.plan.describe()) or "nothing was exactly zero"
+            echo(f"thinned after epoch {epoch}: {changes} (max abs output difference {result.max_abs_diff:.2g})")
 
 
 class StopOnSignal:
@@ -109,7 +126,7 @@ class StopOnSignal:
 
 
 def _open_run(exp: Experiment, config: RunConfig, schedule: Schedule, resume: Resume | None, overwrite: bool):
-    if resume is not None and resume.exact:
+    if resume is not None and resume.exact and resume.in_run_dir:
         files = RunFiles(resume.run_dir, exp.scheduler.rule_names)
         files.reopen(resume.state["next_epoch"])
         return resume.run_dir, files
@@ -129,37 +146,52 @@ def run_training(
     echo: Callable[..., None],
     warn: Callable,
     resume: Resume | None = None,
+    plots: bool = True,
 ) -> list[EpochResult]:
-    exp = build_experiment(schedule, config)
+    exp = build_experiment(schedule, config, resume.state.get("thinned_spec") if resume is not None else None)
+    main = exp.world.is_main  # under torchrun only the first process prints and writes
+    if not main:
+        echo, warn = _silent, _silent
     warn(exp.warnings)
+    best_rule = BestRule(config.best)
+    if config.tensorboard:
+        require_tensorboard()
     at = _restore(exp, resume) if resume is not None else Progress()
-    run_dir, files = _open_run(exp, config, schedule, resume, overwrite)
+    run_dir, files = _open_run(exp, config, schedule, resume, overwrite) if main else (None, None)
+    board = TensorBoardLogger(run_dir / "tensorboard", layer_groups_of(exp)) if config.tensorboard and main else None
     if resume is not None:
         how = "continuing" if resume.exact else "fine-tuning from the weights of"
         echo(f"{how} {resume.path}: epoch {at.next_epoch}, step {at.next_step}")
     touched = [t.param_name for r in exp.scheduler.rules for t in r.targets]
 
     def after_epoch(result: EpochResult) -> None:
+        at.next_epoch, at.next_step, at.totals = result.epoch + 1, 0, None
+        if not main:
+            return
+        _report_thinning(exp, result.epoch, echo)
         layers = measure_sparsity(exp.model, touched)
         totals = files.write_epoch(result, layers)
         line = format_epoch(result, totals["sparsity"])
         echo(line)
         echo(format_table(layers))
         files.log(line)
-        is_best = result.top1 > at.best_top1
-        at.next_epoch, at.next_step, at.totals = result.epoch + 1, 0, None
+        if board is not None:
+            board.log_epoch(result, layers, totals["sparsity"], exp.model)
+        key = best_rule.key(result.top1, totals["sparsity"])
+        is_best = at.best_key is None or key > tuple(at.best_key)
         if is_best:
-            at.best_top1, at.best_epoch = result.top1, result.epoch
+            at.best_top1, at.best_epoch, at.best_key = result.top1, result.epoch, list(key)
         state = checkpoint_state(exp, at, top1=result.top1)
         save_checkpoint(state, run_dir / "checkpoint.pt")
         if is_best:
             save_checkpoint(state, run_dir / "best.pt")
-            echo(f"best.pt <- epoch {result.epoch} (highest validation top1 so far: {result.top1:.2f})")
+            why = f"top1 {result.top1:.2f}, sparsity {totals['sparsity']:.2f}%; rule: {best_rule.describe()}"
+            echo(f"best.pt <- epoch {result.epoch} ({why})")
 
     with StopOnSignal() as stop:
         try:
             results = fit(
-                exp.model,
+                exp.train_model or exp.model,
                 exp.data.train,
                 exp.data.val,
                 exp.optimizer,
@@ -170,13 +202,15 @@ def run_training(
                 start_step=at.next_step,
                 start_totals=at.totals,
                 limit_batches=config.limit_batches,
-                progress=tqdm_progress if progress else None,
+                progress=tqdm_progress if progress and main else None,
                 on_epoch_end=after_epoch,
                 should_stop=stop.requested,
+                world=exp.world,
             )
         except Interrupted as stopped:
-            at.next_epoch, at.next_step, at.totals = stopped.epoch, stopped.step, stopped.totals
-            save_checkpoint(checkpoint_state(exp, at, top1=None, interrupted=True), run_dir / "checkpoint.pt")
+            at.next_epoch, at.next_step, at.totals = stopped.epoch, stopped.step, stopped.totals.summed(exp.world)
+            if main:
+                save_checkpoint(checkpoint_state(exp, at, top1=None, interrupted=True), run_dir / "checkpoint.pt")
             name = signal.Signals(stop.signum).name
             saved = run_dir / "checkpoint.pt"
             echo(f"{name}: stopped in epoch {stopped.epoch} before step {stopped.step}; saved {saved}")
@@ -188,23 +222,27 @@ def run_training(
                 f"{diverged}. Stopped; the last good checkpoint is {last}. "
                 "Lower the rule strengths or the learning rate"
             ) from None
-    _finish(exp, files, results, at, touched, echo)
+        finally:
+            if board is not None:
+                board.close()
+    test = evaluate_test(exp)  # every process takes part
+    if main:
+        best = {"top1": at.best_top1, "epoch": at.best_epoch, "rule": best_rule.describe()}
+        layers = measure_sparsity(exp.model, touched)
+        finish(exp, files, results, best, layers, echo, plots=plots, test=test)
+    leave(exp.world)
     echo(f"run directory: {run_dir}")
     return results
 
 
-def _finish(exp: Experiment, files: RunFiles, results: list[EpochResult], at: Progress, touched, echo) -> None:
-    final_layers = measure_sparsity(exp.model, touched)
-    final_top1 = results[-1].top1 if results else None
-    files.write_summary(
-        {
-            "run": str(files.path),
-            "final_top1": final_top1,
-            "best_top1": at.best_top1,
-            "best_epoch": at.best_epoch,
-            "final_sparsity": total_sparsity(final_layers),
-            "layers": [layer.to_dict() for layer in final_layers],
-        }
-    )
-    final = f"final top1 {final_top1:.2f}, " if final_top1 is not None else ""
-    echo(f"{final}best top1 {at.best_top1:.2f} (epoch {at.best_epoch}), sparsity {total_sparsity(final_layers):.2f}%")
+def _silent(*_args: Any, **_kwargs: Any) -> None:
+    """What echo and warn are on every torchrun process but the first."""
+
+
+def layer_groups_of(exp: Experiment) -> dict[str, str]:
+    """The group whose norms TensorBoard histograms, per regularized weight."""
+    out: dict[str, str] = {}
+    for bound in exp.scheduler.rules:
+        for t in bound.targets:
+            out.setdefault(t.param_name, next((g for g in t.groups if g != "elements"), "elements"))
+    return out

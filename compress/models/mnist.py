@@ -49,3 +49,32 @@ def lenet5(num_classes: int, in_channels: int, input_size: int) -> nn.Module:
 @register("mlp", "LeNet-300-100 multilayer perceptron (266k parameters)")
 def mlp(num_classes: int, in_channels: int, input_size: int) -> nn.Module:
     return MLP(num_classes, in_channels, input_size)
+
+
+class SimpleNet(nn.Module):
+    """Distiller's ``simplenet_mnist``: LeNet-5's layers with a ReLU after each conv, as modules."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, input_size: int = 28):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 20, 5)
+        self.relu1 = nn.ReLU()
+        self.pool1 = nn.MaxPool2d(2, 2)
+        self.conv2 = nn.Conv2d(20, 50, 5)
+        self.relu2 = nn.ReLU()
+        self.pool2 = nn.MaxPool2d(2, 2)
+        side = ((input_size - 4) // 2 - 4) // 2
+        self.fc1 = nn.Linear(50 * side * side, 500)
+        self.relu3 = nn.ReLU()
+        self.fc2 = nn.Linear(500, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool1(self.relu1(self.conv1(x)))
+        x = self.pool2(self.relu2(self.conv2(x)))
+        return self.fc2(self.relu3(self.fc1(torch.flatten(x, 1))))
+
+
+@register(
+    "simplenet_mnist", "Distiller's simplenet_mnist: conv 20, conv 50 (with ReLUs), fc 500, fc 10 (431k parameters)"
+)
+def simplenet_mnist(num_classes: int, in_channels: int, input_size: int) -> nn.Module:
+    return SimpleNet(num_classes, in_channels, input_size)

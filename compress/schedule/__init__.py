@@ -6,12 +6,22 @@ from pathlib import Path
 
 from compress.errors import CompressError, Diagnostic
 from compress.schedule.distiller import read_distiller
-from compress.schedule.model import Epochs, LRSchedulerSpec, Rule, Schedule, Target
+from compress.schedule.model import Epochs, LRSchedulerSpec, Rule, Schedule, Target, Thinning
 from compress.schedule.native import read_native
 from compress.schedule.vocabulary import Vocabulary, default_vocabulary
-from compress.yamlio import FieldChecker, YamlMap, parse_yaml, read_text
+from compress.yamlio import FieldChecker, YamlMap, brief, parse_yaml, read_text
 
-__all__ = ["Epochs", "LRSchedulerSpec", "Rule", "Schedule", "Target", "Vocabulary", "load_schedule", "parse_schedule"]
+__all__ = [
+    "Epochs",
+    "LRSchedulerSpec",
+    "Rule",
+    "Schedule",
+    "Target",
+    "Thinning",
+    "Vocabulary",
+    "load_schedule",
+    "parse_schedule",
+]
 
 DISTILLER_KEYS = {"regularizers", "lr_schedulers", "policies", "pruners", "quantizers", "extensions"}
 
@@ -48,16 +58,16 @@ def parse_schedule(
         (check.warn if distiller else check.error)(dup.second_line, dup.key, message)
     _check_version(check, data)
     reader = read_distiller if distiller else read_native
-    rules, lrs = reader(check, data, vocab)
+    rules, lrs, thinning = reader(check, data, vocab)
     config = check.string(data, "config", "", None)
     if config is not None:
         config = str(Path(source).parent / config) if source != "<schedule>" else config
     if not defer_errors:
         check.raise_if_errors()
-    return Schedule(rules, lrs, config, source, text, tuple(check.diagnostics))
+    return Schedule(rules, lrs, config, thinning, source, text, tuple(check.diagnostics))
 
 
 def _check_version(check: FieldChecker, data: YamlMap) -> None:
     version = data.get("version", 1)
     if version != 1 or isinstance(version, bool):
-        check.error(data.line_of("version"), "version", f"unsupported schedule version {version!r}; valid: 1")
+        check.error(data.line_of("version"), "version", f"unsupported schedule version {brief(version)}; valid: 1")

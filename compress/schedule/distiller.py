@@ -25,16 +25,19 @@ Where Distiller stayed silent we are strict. Our extensions: ``mode: proximal`` 
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from compress.errors import suggest
 from compress.schedule.epochs import checked_range, read_listed
-from compress.schedule.model import Epochs, LRSchedulerSpec, Rule, Target
+from compress.schedule.model import Epochs, LRSchedulerSpec, Rule, Target, Thinning
 from compress.schedule.native import check_group_name
 from compress.schedule.vocabulary import Vocabulary
 from compress.yamlio import FieldChecker, YamlList, YamlMap
 
-TOP_KEYS = {"version", "config", "regularizers", "lr_schedulers", "policies"}
-UNSUPPORTED = {"pruners", "quantizers", "extensions"}
+TOP_KEYS = {"version", "config", "regularizers", "lr_schedulers", "policies", "extensions"}
+UNSUPPORTED = {"pruners", "quantizers"}
+THINNERS = {"FilterRemover", "ChannelRemover"}  # ours removes both kinds at once, wherever it is exact
+THINNER_KEYS = {"class", "thinning_func_str", "arch", "dataset"}  # the last three name Distiller's internals
 CLASSES = {"L1Regularizer": "l1", "L2Regularizer": "l2", "GroupLassoRegularizer": "group_lasso"}
 GROUPS = {
     "2D": ("kernels",),
@@ -48,7 +51,7 @@ GROUPS = {
     "Channels+4D": ("channels", "layer"),
 }
 CRITERIA = {"Mean_Abs": "mean_abs", "Max": "max"}
-POLICY_KINDS = ("regularizer", "lr_scheduler")
+POLICY_KINDS = ("regularizer", "lr_scheduler", "extension")
 POLICY_KEYS = {
     *POLICY_KINDS,
     "pruner",
@@ -61,18 +64,19 @@ POLICY_KEYS = {
 }
 
 
-def read_distiller(check: FieldChecker, doc: YamlMap, vocab: Vocabulary) -> tuple[tuple[Rule, ...], tuple]:
+def read_distiller(check: FieldChecker, doc: YamlMap, vocab: Vocabulary) -> tuple[tuple[Rule, ...], tuple, Any]:
     for key in doc:
         if key in UNSUPPORTED:
             check.error(
                 doc.line_of(key),
                 str(key),
-                f"Distiller's {key} are not supported yet; only regularizers and lr_schedulers are",
+                f"Distiller's {key} are not supported yet; only regularizers, lr_schedulers and extensions are",
             )
     check.keys(doc, "", TOP_KEYS | UNSUPPORTED | {"rules"})  # rules: beside these is reported by the caller
     regularizers = _read_regularizers(check, doc, vocab)
     lr_defs = _named_section(check, doc, "lr_schedulers")
-    rules, lrs, used = [], [], set()
+    thinners = _read_thinners(check, doc)
+    rules, lrs, used, thinning = [], [], set(), None
     policies = doc.get("policies") or YamlList()
     if not isinstance(policies, YamlList):
         check.error(doc.line_of("policies"), "policies", "expected a list of policies")
@@ -82,7 +86,7 @@ def read_distiller(check: FieldChecker, doc: YamlMap, vocab: Vocabulary) -> tupl
         policy = check.mapping(raw, policies.line_of(i), field)
         if policy is None:
             continue
-        kind, name = _policy_target(check, policy, field, regularizers, lr_defs)
+        kind, name = _policy_target(check, policy, field, regularizers, lr_defs, thinners)
         epochs = _policy_epochs(check, policy, field)
         keep_mask = _keep_mask(check, policy, field) if kind == "regularizer" else False
         if name is None:
@@ -92,13 +96,27 @@ def read_distiller(check: FieldChecker, doc: YamlMap, vocab: Vocabulary) -> tupl
             template = regularizers[name][1]
             if template is not None:
                 rules.append(replace(template, epochs=epochs, keep_mask=keep_mask, line=policy.line))
+        elif kind == "extension":
+            if thinning is not None:
+                check.error(policy.line, field, f"a second thinning policy (the first is at line {thinning.line}); "
+                                                "list all its epochs in one policy")  # fmt: skip
+            thinning = Thinning(epochs=epochs, line=policy.line)
         else:
             lrs.append(_lr_for(check, lr_defs[name], name, epochs))
-    defined = {**{name: m for name, (m, _) in regularizers.items()}, **lr_defs}
+    defined = {**{name: m for name, (m, _) in regularizers.items()}, **lr_defs, **thinners}
     for name, m in defined.items():
         if name not in used:
             check.warn(m.line, name, "defined but no policy uses it, so it never acts")
-    return _unique_names(rules), tuple(lrs)
+    return _unique_names(rules), tuple(lrs), thinning
+
+
+def _read_thinners(check: FieldChecker, doc: YamlMap) -> dict[str, YamlMap]:
+    """``extensions``: FilterRemover / ChannelRemover definitions (thinning)."""
+    found = _named_section(check, doc, "extensions")
+    for name, m in found.items():
+        check.keys(m, f"extensions.{name}", THINNER_KEYS, required=("class",))
+        check.string(m, "class", f"extensions.{name}", None, THINNERS)
+    return found
 
 
 def _named_section(check: FieldChecker, doc: YamlMap, key: str) -> dict[str, YamlMap]:
@@ -165,6 +183,8 @@ def _read_regim(check: FieldChecker, line: int, field: str, param, value, penalt
             check.error(line, path, f"unknown group {group!r}{suggest(group, GROUPS)}; valid: {', '.join(GROUPS)}")
             return None, ()
         groups = tuple(check_group_name(check, line, path, g, penalty, vocab) for g in GROUPS[group])
+        if None in groups:
+            return None, ()
     else:
         groups = ("elements",)
     holder = YamlMap({param: value})  # so the strength is checked under the parameter's own field
@@ -173,15 +193,15 @@ def _read_regim(check: FieldChecker, line: int, field: str, param, value, penalt
     return (float(strength) if strength is not None else None), groups
 
 
-def _policy_target(check: FieldChecker, policy: YamlMap, field: str, regularizers: dict, lr_defs: dict):
+def _policy_target(check: FieldChecker, policy: YamlMap, field: str, regularizers: dict, lr_defs: dict, thinners: dict):
     check.keys(policy, field, POLICY_KEYS)
-    for kind in ("pruner", "quantizer", "extension"):
+    for kind in ("pruner", "quantizer"):
         if kind in policy:
             check.error(policy.line_of(kind), f"{field}.{kind}", f"{kind} policies are not supported yet")
     kinds = [k for k in POLICY_KINDS if k in policy]
     if len(kinds) != 1:
-        if not any(k in policy for k in ("pruner", "quantizer", "extension")):
-            check.error(policy.line, field, "a policy needs exactly one of: regularizer, lr_scheduler")
+        if not any(k in policy for k in ("pruner", "quantizer")):
+            check.error(policy.line, field, f"a policy needs exactly one of: {', '.join(POLICY_KINDS)}")
         return None, None
     kind = kinds[0]
     ref = check.mapping(policy[kind], policy.line_of(kind), f"{field}.{kind}")
@@ -189,9 +209,9 @@ def _policy_target(check: FieldChecker, policy: YamlMap, field: str, regularizer
         return kind, None
     check.keys(ref, f"{field}.{kind}", {"instance_name", "args"}, required=("instance_name",))
     name = check.string(ref, "instance_name", f"{field}.{kind}")
-    defined = regularizers if kind == "regularizer" else lr_defs
+    section = {"regularizer": "regularizers", "lr_scheduler": "lr_schedulers", "extension": "extensions"}[kind]
+    defined = {"regularizer": regularizers, "lr_scheduler": lr_defs, "extension": thinners}[kind]
     if name is not None and name not in defined:
-        section = "regularizers" if kind == "regularizer" else "lr_schedulers"
         check.error(
             ref.line_of("instance_name"),
             f"{field}.{kind}.instance_name",

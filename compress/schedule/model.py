@@ -93,10 +93,25 @@ class LRSchedulerSpec:
 
 
 @dataclass(frozen=True)
+class Thinning:
+    """When zero filters and channels are physically removed during training: at the end of each
+    epoch in ``epochs``, and/or after the run's last epoch (``at_end``). Training goes on with the
+    smaller model."""
+
+    epochs: Epochs | None = None
+    at_end: bool = False
+    line: int | None = field(default=None, compare=False)
+
+    def fires(self, epoch: int, run_epochs: int) -> bool:
+        return (self.at_end and epoch == run_epochs - 1) or (self.epochs is not None and self.epochs.active(epoch))
+
+
+@dataclass(frozen=True)
 class Schedule:
     rules: tuple[Rule, ...] = ()
     lr_schedulers: tuple[LRSchedulerSpec, ...] = ()
     config: str | None = None
+    thinning: Thinning | None = None
     source: str = field(default="<schedule>", compare=False)
     text: str = field(default="", compare=False, repr=False)
     problems: tuple = field(default=(), compare=False, repr=False)  # Diagnostics: warnings, and errors if deferred

@@ -17,11 +17,11 @@ lr_scheduler: {class: StepLR, step_size: 10, gamma: 0.1}
 from __future__ import annotations
 
 from compress.schedule.epochs import read_range
-from compress.schedule.model import CRITERIA, MODES, LRSchedulerSpec, Rule, Target
+from compress.schedule.model import CRITERIA, MODES, Epochs, LRSchedulerSpec, Rule, Target, Thinning
 from compress.schedule.vocabulary import Vocabulary
 from compress.yamlio import FieldChecker, YamlList, YamlMap
 
-TOP_KEYS = {"version", "config", "rules", "lr_scheduler"}
+TOP_KEYS = {"version", "config", "rules", "lr_scheduler", "thin"}
 RULE_KEYS = {
     "name",
     "penalty",
@@ -62,7 +62,21 @@ def read_native(check: FieldChecker, doc: YamlMap, vocab: Vocabulary) -> tuple[t
         names[rule.name] = m.line_of("name")
         rules.append(rule)
     lr = read_lr_schedulers(check, doc, "lr_scheduler")
-    return tuple(rules), lr
+    return tuple(rules), lr, _read_thin(check, doc)
+
+
+def _read_thin(check: FieldChecker, doc: YamlMap) -> Thinning | None:
+    """``thin: true`` (after the last epoch), ``thin: 12`` or ``thin: [8, 12]`` (after those epochs)."""
+    if "thin" not in doc or doc["thin"] is None or doc["thin"] is False:
+        return None
+    value, line = doc["thin"], doc.line_of("thin")
+    if value is True:
+        return Thinning(at_end=True, line=line)
+    epochs = [value] if isinstance(value, int) else value
+    if not isinstance(epochs, list) or not epochs or not all(type(e) is int and e >= 0 for e in epochs):
+        check.error(line, "thin", "expected true (after the last epoch), an epoch, or a list of epochs (0-based)")
+        return None
+    return Thinning(epochs=Epochs(listed=tuple(sorted(set(epochs)))), line=line)
 
 
 def _read_rule(check: FieldChecker, m: YamlMap, field: str, vocab: Vocabulary) -> Rule | None:
@@ -85,7 +99,7 @@ def _read_rule(check: FieldChecker, m: YamlMap, field: str, vocab: Vocabulary) -
         keep_mask=check.boolean(m, "keep_mask", field, False),
         line=m.line,
     )
-    return rule if penalty and targets else None
+    return rule if penalty and targets and None not in groups else None
 
 
 def _read_groups(check: FieldChecker, m: YamlMap, field: str, penalty: str | None, vocab: Vocabulary) -> tuple:
@@ -105,25 +119,28 @@ def _read_groups(check: FieldChecker, m: YamlMap, field: str, penalty: str | Non
     for i, name in enumerate(canonical):
         if name in canonical[:i]:
             check.error(line, f"{field}.groups", f"{names[i]!r} names group {name!r} a second time; list a group once")
-    return tuple(dict.fromkeys(canonical))
+    return tuple(dict.fromkeys(canonical))  # may hold None: the rule is then left out
 
 
 def check_group_name(
     check: FieldChecker, line: int, field: str, name: str, penalty: str | None, vocab: Vocabulary
-) -> str:
-    """Canonical group name, or an error listing the valid ones (shared with the Distiller reader)."""
+) -> str | None:
+    """Canonical group name, or None after an error listing the valid ones (shared with the Distiller
+    reader); a rule with a None group is left out, so that binding never sees an unknown group."""
     from compress.errors import suggest
 
     canonical = vocab.canonical_group(name)
     if canonical is None:
         valid = sorted(set(vocab.groups))
         check.error(line, field, f"unknown group {name!r}{suggest(name, valid)}; valid: {', '.join(valid)}")
-        return name
+        return None
     grouped = vocab.penalties.get(penalty, True) if penalty else True
     if not grouped and canonical != "elements":
         check.error(line, field, f"{penalty} acts on single weights; use penalty: group_lasso for groups {name!r}")
+        return None
     if grouped and canonical == "elements" and vocab.penalties:
         check.error(line, field, "group lasso over elements is plain L1; use penalty: l1")
+        return None
     return canonical
 
 

@@ -1,0 +1,99 @@
+"""What a run leaves behind, read back: a checkpoint as a model, and a run directory's history.
+
+``compress report``, ``eval`` and ``plot`` all start here, so a run directory and a checkpoint
+path are accepted alike everywhere.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from compress.checkpoint import load_checkpoint
+from compress.config import RunConfig, resolve_config
+from compress.errors import CompressError
+
+
+@dataclass
+class RunArtifacts:
+    checkpoint: Path
+    state: dict[str, Any]
+    run_dir: Path | None  # None for a checkpoint outside a run directory
+    history: list[dict[str, Any]] = field(default_factory=list)  # metrics.csv rows, numbers parsed
+
+    @property
+    def config(self) -> RunConfig:
+        return resolve_config([self.state["config"]])
+
+    def rule_names(self) -> list[str]:
+        if self.history:
+            return [k[len("loss/") :] for k in self.history[0] if k.startswith("loss/")]
+        return []
+
+
+def load_artifacts(path: Path, what: str = "RUN_OR_CKPT", *, prefer: str = "checkpoint.pt") -> RunArtifacts:
+    """A run directory (its ``prefer`` checkpoint) or a checkpoint file."""
+    path = Path(path)
+    if path.is_dir():
+        file = path / prefer
+        if not file.exists():
+            raise CompressError(f"{what}: {path} holds no {prefer}; is it a run directory?")
+    else:
+        file = path
+    state = load_checkpoint(file, what)
+    run_dir = file.parent if (file.parent / "metrics.csv").exists() else None
+    history = read_history(run_dir / "metrics.csv") if run_dir else []
+    return RunArtifacts(file, state, run_dir, history)
+
+
+def read_history(path: Path) -> list[dict[str, Any]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def read_sparsity_history(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "sparsity.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
+
+
+def _number(text: str) -> Any:
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+
+def model_from(artifacts: RunArtifacts) -> nn.Module:
+    """The checkpoint's model with its weights, built as the run built it."""
+    from compress.experiment import build_model_for
+    from compress.resume import load_weights
+
+    model = build_model_for(artifacts.config)
+    if artifacts.state.get("thinned_spec"):
+        from compress.thinning import rebuild
+
+        rebuild(model, artifacts.state["thinned_spec"])
+    load_weights(model, artifacts.state, artifacts.checkpoint, artifacts.config.arch)
+    return model.eval()
+
+
+def touched_parameters(artifacts: RunArtifacts) -> list[str]:
+    """Parameters the run's schedule acts on (so 1-D ones such as BatchNorm scales are reported)."""
+    from compress.schedule import parse_schedule
+
+    try:
+        schedule = parse_schedule(artifacts.state["schedule_text"], artifacts.state["schedule_source"])
+    except CompressError:
+        return []
+    from compress.scheduler import match_parameters
+
+    names = list(artifacts.state["state_dict"])
+    return [n for rule in schedule.rules for t in rule.targets for n in match_parameters(t.pattern, names)]

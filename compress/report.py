@@ -1,0 +1,137 @@
+"""Sparsity reports for people and programs: the per-layer table, MACs, and a run's history, as a
+terminal table (fits 100 columns), CSV, JSON or Markdown."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+from compress.sparsity import STRUCTURED, LayerSparsity, total_sparsity
+
+FORMATS = ("table", "csv", "json", "markdown")
+GROUP_TITLES = {group: title.replace(" (%)", "%") for title, group in STRUCTURED.items()}
+
+
+def shorten(name: str, width: int) -> str:
+    """``layer3.2.conv2.weight`` -> ``layer3…conv2.weight``: the middle goes, both ends stay readable."""
+    if len(name) <= width:
+        return name
+    if width <= 1:
+        return name[:width]
+    head = (width - 1) // 2
+    tail = width - 1 - head
+    return f"{name[:head]}…{name[-tail:]}"
+
+
+def layer_rows(layers: list[LayerSparsity], group: str | None) -> tuple[list[str], list[list[str]]]:
+    groups = [group] if group else list(STRUCTURED.values())
+    headers = ["Name", "Shape", "NNZ", "Fine%", *[GROUP_TITLES[g] for g in groups]]
+    if group:
+        headers += ["Std", "Mean", "Abs-Mean"]  # room for them when one structured column is shown
+    rows = []
+    for layer in layers:
+        row = [layer.name, "x".join(map(str, layer.shape)), str(layer.nnz_sparse), f"{layer.fine:.2f}"]
+        row += ["-" if layer.structured.get(g) is None else f"{layer.structured[g]:.2f}" for g in groups]
+        if group:
+            row += [f"{layer.std:.4f}", f"{layer.mean:.4f}", f"{layer.abs_mean:.4f}"]
+        rows.append(row)
+    dense = sum(layer.nnz_dense for layer in layers)
+    sparse = sum(layer.nnz_sparse for layer in layers)
+    total = ["Total", f"of {dense}", str(sparse), f"{total_sparsity(layers):.2f}"]
+    rows.append(total + [""] * (len(headers) - len(total)))
+    return headers, rows
+
+
+def text_table(headers: list[str], rows: list[list[str]], width: int | None = 100) -> str:
+    """Left-aligned first column, right-aligned numbers; the first column is shortened in the
+    middle until the table fits ``width``."""
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+    if width is not None:
+        rest = sum(widths[1:]) + 2 * (len(widths) - 1)
+        widths[0] = max(8, min(widths[0], width - rest))
+    lines = []
+    for row in [headers, *rows]:
+        cells = [shorten(row[0], widths[0]).ljust(widths[0])]
+        cells += [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
+        lines.append("  ".join(cells).rstrip())
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def csv_table(headers: list[str], rows: list[list[Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(headers)
+    writer.writerows(rows)
+    return out.getvalue().rstrip("\n")
+
+
+def layers_csv(layers: list[LayerSparsity]) -> tuple[list[str], list[list[Any]]]:
+    """Every measured field, unrounded: for programs."""
+    groups = list(STRUCTURED.values())
+    headers = ["name", "shape", "nnz_dense", "nnz_sparse", "fine", *groups, "std", "mean", "abs_mean"]
+    rows = [
+        [layer.name, "x".join(map(str, layer.shape)), layer.nnz_dense, layer.nnz_sparse, layer.fine,
+         *["" if layer.structured.get(g) is None else layer.structured[g] for g in groups],
+         layer.std, layer.mean, layer.abs_mean]
+        for layer in layers
+    ]  # fmt: skip
+    return headers, rows
+
+
+def history_rows(history: list[dict[str, Any]], rules: list[str]) -> tuple[list[str], list[list[str]]]:
+    headers = ["epoch", "top1", "sparsity", "filters%", "channels%", *rules]
+    rows = []
+    for h in history:
+        row = [str(h["epoch"]), f"{h['top1']:.2f}", f"{h['sparsity']:.2f}"]
+        row += [f"{h.get('sparsity/filters', 0.0):.2f}", f"{h.get('sparsity/channels', 0.0):.2f}"]
+        row += [f"{h.get(f'loss/{r}', 0.0):.4g}" for r in rules]
+        rows.append(row)
+    return headers, rows
+
+
+def render(
+    layers: list[LayerSparsity],
+    macs: dict[str, int] | None,
+    history: list[dict[str, Any]],
+    rules: list[str],
+    *,
+    fmt: str = "table",
+    group: str | None = None,
+    header: str = "",
+    width: int | None = 100,
+) -> str:
+    if fmt == "json":
+        return json.dumps(
+            {
+                "layers": [layer.to_dict() for layer in layers],
+                "total_sparsity": total_sparsity(layers),
+                "macs": macs,
+                "history": history,
+            },
+            indent=2,
+        )
+    if fmt == "csv":
+        parts = [csv_table(*layers_csv(layers))]
+        if history:
+            parts.append(csv_table(list(history[0]), [list(h.values()) for h in history]))
+        return "\n\n".join(parts)
+    table = markdown_table if fmt == "markdown" else lambda h, r: text_table(h, r, width)
+    parts = [header] if header else []
+    parts.append(table(*layer_rows(layers, group)))
+    parts.append(f"Total sparsity: {total_sparsity(layers):.2f}%")
+    if macs:
+        ratio = macs["thinned"] / macs["dense"] if macs["dense"] else 1.0
+        parts.append(f"MACs per input: {macs['dense']:,} dense, {macs['thinned']:,} after thinning ({ratio:.1%})")
+    if history:
+        parts.append("History:")
+        parts.append(table(*history_rows(history, rules)))
+    return "\n".join(parts)

@@ -1,0 +1,97 @@
+"""Thinning a model in the middle of training: the optimizer's state and the compression
+scheduler's bindings and masks shrink with it, so training (and ``--resume``) goes on exactly on
+the smaller model."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+from compress.thinning.apply import TOLERANCE, ThinningError, ThinResult, apply_thinning, thin_tensor_state, verify
+from compress.thinning.plan import plan_thinning
+
+
+def merge_specs(old: dict[str, dict[str, int]], new: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """Specs hold absolute sizes, so a second thinning's numbers replace the first's."""
+    merged = {name: dict(changes) for name, changes in old.items()}
+    for name, changes in new.items():
+        merged.setdefault(name, {}).update(changes)
+    return merged
+
+
+@torch.no_grad()
+def thin_in_place(model: nn.Module, example: torch.Tensor, optimizer: torch.optim.Optimizer | None = None,
+                  scheduler: Any = None) -> ThinResult:  # fmt: skip
+    """Thin ``model`` itself (same object, smaller modules), then move the optimizer's parameters
+    and state (momentum, Adam moments) and the scheduler's targets and masks over to the new
+    parameters. Raises ``ThinningError`` (and changes nothing) if the outputs would differ."""
+    plan = plan_thinning(model, example)
+    if plan.empty:
+        return ThinResult(model, plan, 0.0)
+    dense = copy.deepcopy(model)
+    old_names = {id(p): n for n, p in model.named_parameters()}
+    apply_thinning(model, plan, inplace=True)
+    diff = verify(dense, model, example)
+    if not diff <= TOLERANCE:
+        _restore(model, dense)
+        raise ThinningError(f"thinning changed the outputs by {diff:.3g}; the model was left as it was")
+    params = dict(model.named_parameters())
+    if optimizer is not None:
+        _move_optimizer(optimizer, old_names, params, plan.keep)
+    if scheduler is not None:
+        scheduler.rebind(params, lambda name, t: thin_tensor_state(t, plan.keep.get(name, {})))
+    return ThinResult(model, plan, diff)
+
+
+def _move_optimizer(optimizer: torch.optim.Optimizer, old_names: dict[int, str], params: dict, keep: dict) -> None:
+    state = optimizer.state
+    for group in optimizer.param_groups:
+        moved = []
+        for old in group["params"]:
+            name = old_names[id(old)]
+            new = params[name]
+            if old in state:
+                state[new] = {
+                    k: thin_tensor_state(v, keep.get(name, {})) if torch.is_tensor(v) and v.shape == old.shape else v
+                    for k, v in state.pop(old).items()
+                }
+            moved.append(new)
+        group["params"] = moved
+
+
+def _restore(model: nn.Module, dense: nn.Module) -> None:
+    for name, module in dense.named_children():
+        setattr(model, name, module)
+    if not list(dense.named_children()):  # a model that is a single module
+        model.load_state_dict(dense.state_dict())
+
+
+__all__ = ["ThinningError", "merge_specs", "thin_in_place"]
+
+
+class Thinner:
+    """Called by the compression scheduler at the end of each epoch: thins the model (and the
+    optimizer and scheduler with it) in the epochs the schedule's ``thin`` / Distiller
+    ``extensions`` policy names. ``spec`` accumulates every thinning so far (saved in checkpoints;
+    ``rebuild`` turns a fresh dense model into this architecture); ``events`` tell what happened."""
+
+    def __init__(self, thinning: Any, run_epochs: int, model: nn.Module, example: torch.Tensor,
+                 optimizer: torch.optim.Optimizer, spec: dict | None = None):  # fmt: skip
+        self.thinning, self.run_epochs = thinning, run_epochs
+        self.model, self.example, self.optimizer = model, example, optimizer
+        self.spec: dict[str, dict[str, int]] = dict(spec or {})
+        self.events: list[tuple[int, ThinResult]] = []
+
+    def __call__(self, epoch: int, scheduler: Any) -> None:
+        if self.thinning is None or not self.thinning.fires(epoch, self.run_epochs):
+            return
+        result = thin_in_place(self.model, self.example.to(next(self.model.parameters()).device),
+                               self.optimizer, scheduler)  # fmt: skip
+        self.spec = merge_specs(self.spec, result.plan.spec)
+        self.events.append((epoch, result))
+
+
+__all__ += ["Thinner"]

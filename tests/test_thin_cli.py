@@ -1,0 +1,114 @@
+"""compress thin, and thinning during training (native ``thin:``, Distiller's FilterRemover)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from compress.schedule import parse_schedule
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+
+THIN_SCHEDULE = """\
+version: 1
+rules:
+  - name: filters
+    penalty: group_lasso
+    groups: filters
+    layers: {conv1.weight: 4.0, conv2.weight: 1.5}
+    epochs: [0, 2]
+    keep_mask: true
+thin: 1
+"""
+
+
+def _state(path: Path) -> dict:
+    return torch.load(path, weights_only=True)
+
+
+def test_thin_command_removes_zero_filters_and_the_result_loads_everywhere(cli, repo, tmp_path):
+    assert cli("train", "--schedule", repo / "schedules/lenet5-baseline.yaml", "--epochs", "1", "--limit-batches", "3",
+               "--out-dir", tmp_path, "--name", "r").exit_code == 0  # fmt: skip
+    best = tmp_path / "r" / "best.pt"
+    state = _state(best)
+    state["state_dict"]["conv2.weight"][:20] = 0  # 20 of 50 filters, biases too: exactly zero channels
+    state["state_dict"]["conv2.bias"][:20] = 0
+    torch.save(state, best)
+    result = cli("thin", tmp_path / "r", "-o", tmp_path / "small.pt")
+    assert result.exit_code == 0, result.output
+    assert "conv2: out_channels 50 -> 30" in result.output and "fc1: in_features 800 -> 480" in result.output
+    assert "largest output difference on 64 validation images of mnist5k" in result.output
+    small = _state(tmp_path / "small.pt")
+    assert small["state_dict"]["conv2.weight"].shape == (30, 20, 5, 5)
+    assert small["thinned_spec"]["conv2"]["out_channels"] == 30
+    momentum = small["optimizer"]["state"][2]["momentum_buffer"]  # conv2.weight is the third parameter
+    assert momentum.shape == (30, 20, 5, 5)
+    dense_eval = cli("eval", best).output.split(": ", 1)[1]
+    thin_eval = cli("eval", tmp_path / "small.pt").output.split(": ", 1)[1]
+    assert dense_eval == thin_eval
+    report = cli("report", tmp_path / "small.pt", "--format", "json")
+    assert report.exit_code == 0 and '"30x20x5x5"' not in report.output and "30," in report.output
+    tuned = cli("train", "--resume", tmp_path / "small.pt", "--reset-optimizer", "--schedule",
+                repo / "schedules/lenet5-baseline.yaml", "--epochs", "1", "--limit-batches", "2",
+                "--out-dir", tmp_path, "--name", "tuned")  # fmt: skip
+    assert tuned.exit_code == 0, tuned.output
+    assert _state(tmp_path / "tuned" / "checkpoint.pt")["state_dict"]["conv2.weight"].shape == (30, 20, 5, 5)
+    going_on = cli("train", "--resume", tmp_path / "small.pt", "--epochs", "2", "--out-dir", tmp_path, "--name", "on")
+    assert going_on.exit_code == 0, going_on.output
+    assert _state(tmp_path / "on" / "checkpoint.pt")["next_epoch"] == 2
+
+
+def test_thin_refuses_a_directory_as_output(cli, repo, tmp_path):
+    assert cli("train", "--schedule", repo / "schedules/lenet5-baseline.yaml", "--epochs", "1", "--limit-batches", "1",
+               "--out-dir", tmp_path, "--name", "r").exit_code == 0  # fmt: skip
+    result = cli("thin", tmp_path / "r", "-o", tmp_path)
+    assert result.exit_code == 2 and "-o: " in result.output and "is a directory" in result.output
+
+
+def test_thin_during_training_then_exact_resume_matches_an_unbroken_run(cli, tmp_path):
+    schedule = tmp_path / "thin.yaml"
+    schedule.write_text(THIN_SCHEDULE)
+    common = ("--limit-batches", "6", "--seed", "2", "--out-dir", tmp_path)
+    whole = cli("train", "--schedule", schedule, "--epochs", "3", *common, "--name", "whole")
+    assert whole.exit_code == 0, whole.output
+    assert "thinned after epoch 1: conv1: out_channels 20 ->" in whole.output
+    end = _state(tmp_path / "whole" / "checkpoint.pt")
+    conv1 = end["state_dict"]["conv1.weight"]
+    assert conv1.shape[0] < 20 and end["thinned_spec"]["conv1"]["out_channels"] == conv1.shape[0]
+    for index, (name, p) in enumerate(end["state_dict"].items()):
+        if name.endswith("weight") and index in end["optimizer"]["state"]:
+            assert end["optimizer"]["state"][index]["momentum_buffer"].shape == p.shape
+    first = cli("train", "--schedule", schedule, "--epochs", "2", *common, "--name", "split")
+    assert first.exit_code == 0, first.output
+    rest = cli("train", "--resume", tmp_path / "split", "--epochs", "3")
+    assert rest.exit_code == 0, rest.output
+    resumed = _state(tmp_path / "split" / "checkpoint.pt")["state_dict"]
+    assert all(torch.equal(resumed[k], end["state_dict"][k]) for k in end["state_dict"])
+
+
+def test_distillers_filter_remover_means_native_thin():
+    distiller = parse_schedule(
+        "version: 1\nextensions:\n  net_thinner:\n    class: FilterRemover\n    thinning_func_str: remove_filters\n"
+        "    arch: lenet5\n    dataset: mnist\npolicies:\n  - extension: {instance_name: net_thinner}\n"
+        "    epochs: [1]\n",
+        "d.yaml",
+    )
+    native = parse_schedule("version: 1\nrules: []\nthin: 1\n", "n.yaml")
+    assert distiller.thinning == native.thinning and distiller.thinning.fires(1, 5)
+    assert not distiller.thinning.fires(2, 5)
+    at_end = parse_schedule("rules: []\nthin: true\n", "e.yaml").thinning
+    assert at_end.fires(4, 5) and not at_end.fires(3, 5)
+
+
+def test_bad_thin_values_are_located_errors():
+    from compress.errors import CompressError
+
+    with pytest.raises(CompressError, match=r"t.yaml:2: thin: expected true"):
+        parse_schedule("rules: []\nthin: [-1]\n", "t.yaml")
+    with pytest.raises(CompressError, match=r"extensions.x.class: unknown value 'Pruner'"):
+        parse_schedule("extensions:\n  x: {class: Pruner}\npolicies:\n  - extension: {instance_name: x}\n"
+                       "    epochs: [1]\n", "t.yaml")  # fmt: skip
