@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
 import sys
 import tempfile
@@ -43,17 +44,40 @@ def build(schedule_path: Path, seed: int):
     return schedule, config, build_experiment(schedule, config)
 
 
-def hand_epoch(model, optimizer, x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator):
-    """The minimal loop: shuffle, then zero_grad, forward, cross_entropy, backward, step."""
+def hand_epoch(model, optimizer, x, y, batch_size: int, generator: torch.Generator, stamps: list[float]) -> None:
+    """The minimal loop: shuffle, then zero_grad, forward, cross_entropy, backward, step.
+    ``stamps`` gets a timestamp before each batch and one at the end (per-step times)."""
     model.train()
     order = torch.randperm(len(y), generator=generator)
     for start in range(0, len(y), batch_size):
+        stamps.append(time.perf_counter())
         idx = order[start : start + batch_size]
         xb, yb = x.index_select(0, idx), y.index_select(0, idx)
         optimizer.zero_grad(set_to_none=True)
         loss = F.cross_entropy(model(xb), yb)
         loss.backward()
         optimizer.step()
+    stamps.append(time.perf_counter())
+
+
+class StampedLoader:
+    """Wraps compress's loader: a timestamp before each batch it hands out and one when it runs dry,
+    so the gaps are whole loop steps (one generator frame of overhead, charged to compress)."""
+
+    def __init__(self, loader, stamps: list[float]):
+        self.loader, self.stamps = loader, stamps
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.loader.set_epoch(epoch)
+
+    def __iter__(self):
+        for batch in self.loader:
+            self.stamps.append(time.perf_counter())
+            yield batch
+        self.stamps.append(time.perf_counter())
 
 
 class CompressEpoch:
@@ -68,10 +92,11 @@ class CompressEpoch:
         self.run_dir = run_dir
         self.touched = [t.param_name for r in exp.scheduler.rules for t in r.targets]
         self.best = float("-inf")
+        self.stamps: list[float] = []
 
     def __call__(self, epoch: int) -> dict[str, float]:
         from compress.checkpoint import save_checkpoint
-        from compress.commands.train import checkpoint_state, format_epoch
+        from compress.commands.train import format_epoch
         from compress.sparsity import format_table, measure_sparsity
         from compress.training import EpochResult, evaluate, train_one_epoch
 
@@ -81,8 +106,9 @@ class CompressEpoch:
         exp.data.train.set_epoch(epoch)
         lr = exp.optimizer.param_groups[0]["lr"]
         exp.scheduler.on_epoch_begin(epoch)
+        loader = StampedLoader(exp.data.train, self.stamps)
         data_loss, rule_losses = train_one_epoch(
-            exp.model, exp.data.train, exp.optimizer, exp.scheduler, epoch=epoch, device=exp.device
+            exp.model, loader, exp.optimizer, exp.scheduler, epoch=epoch, device=exp.device
         )
         t1 = time.perf_counter()
         metrics = evaluate(exp.model, exp.data.val, device=exp.device)
@@ -104,7 +130,15 @@ class CompressEpoch:
         line = format_epoch(result, totals["sparsity"])
         self.files.log(line)
         assert report and line
-        state = checkpoint_state(exp, epoch, result.top1, max(self.best, result.top1))
+        # What run_training's checkpoint holds that costs anything: weights, optimizer, scheduler, RNG.
+        state = {
+            "state_dict": exp.model.state_dict(),
+            "optimizer": exp.optimizer.state_dict(),
+            "scheduler": exp.scheduler.state_dict(),
+            "rng": torch.get_rng_state(),
+            "epoch": epoch,
+            "top1": result.top1,
+        }
         save_checkpoint(state, self.run_dir / "checkpoint.pt")
         if result.top1 > self.best:
             self.best = result.top1
@@ -112,6 +146,36 @@ class CompressEpoch:
         t4 = time.perf_counter()
         times.update(train=t1 - t0, evaluate=t2 - t1, sparsity=t3 - t2, files=t4 - t3, full=t4 - t0)
         return times
+
+
+class BusyMeter:
+    """Share of the machine's CPU time that *other* processes used while we ran (Linux /proc/stat).
+    On a 2-core box any other busy process makes torch's threads wait on each other: epochs get
+    several times slower, which is why the verdict uses paired (adjacent) ratios."""
+
+    def __init__(self) -> None:
+        self.start = self._sample()
+
+    @staticmethod
+    def _sample() -> tuple[float, float, float] | None:
+        try:
+            with open("/proc/stat") as f:
+                fields = [float(v) for v in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        tick = os.sysconf("SC_CLK_TCK")
+        busy = (sum(fields) - fields[3] - fields[4]) / tick  # minus idle and iowait
+        mine = sum(os.times()[:4])
+        return busy, mine, time.monotonic()
+
+    def report(self) -> str:
+        end = self._sample()
+        if self.start is None or end is None:
+            return "other processes' CPU use: unknown (no /proc/stat)"
+        others = max(0.0, (end[0] - self.start[0]) - (end[1] - self.start[1]))
+        share = others / max(end[2] - self.start[2], 1e-9) / (os.cpu_count() or 1)
+        note = "  -- busy machine: absolute times are inflated; rerun when idle" if share > 0.05 else ""
+        return f"other processes used {100 * share:.0f}% of the {os.cpu_count()} cores during the run{note}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    busy = BusyMeter()
     schedule, config, exp = build(args.schedule, args.seed)
     # The hand loop: same initial weights, same tensors, its own optimizer with the same settings.
     model = copy.deepcopy(exp.model)
@@ -141,25 +206,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"{args.warmup} warm-up + {args.reps} timed epochs per variant, interleaved (order alternates)")
     hand: list[float] = []
+    hand_steps: list[float] = []
+    comp_steps: list[float] = []
     phases: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="compress-bench-") as tmp:
         run_epoch = CompressEpoch(exp, schedule, Path(tmp))
-
-        def run_hand() -> float:
-            t = time.perf_counter()
-            hand_epoch(model, optimizer, x, y, config.batch_size, generator)
-            return time.perf_counter() - t
-
         for rep in range(args.warmup + args.reps):
-            order = ("hand", "compress") if rep % 2 == 0 else ("compress", "hand")
-            for which in order:
+            hand_stamps: list[float] = []
+            run_epoch.stamps = []
+            for which in ("hand", "compress") if rep % 2 == 0 else ("compress", "hand"):
                 if which == "hand":
-                    t_hand = run_hand()
+                    t = time.perf_counter()
+                    hand_epoch(model, optimizer, x, y, config.batch_size, generator, hand_stamps)
+                    t_hand = time.perf_counter() - t
                 else:
                     t_comp = run_epoch(rep)
             if rep < args.warmup:
                 continue
             hand.append(t_hand)
+            hand_steps += [b - a for a, b in zip(hand_stamps, hand_stamps[1:], strict=False)]
+            comp_steps += [b - a for a, b in zip(run_epoch.stamps, run_epoch.stamps[1:], strict=False)]
             for k, v in t_comp.items():
                 phases.setdefault(k, []).append(v)
             print(
@@ -168,25 +234,35 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
 
-    med = {k: statistics.median(v) for k, v in phases.items()}
-    h = statistics.median(hand)
     paired = statistics.median(c / a for c, a in zip(phases["train"], hand, strict=True))
+    full_paired = statistics.median(c / a for c, a in zip(phases["full"], hand, strict=True))
+    step_hand, step_comp = statistics.median(hand_steps), statistics.median(comp_steps)
+    step_ratio = step_comp / step_hand
     print()
-    print(f"{'':44s}{'median':>10s}{'min':>10s}")
-    print(f"{'hand-written loop, one training epoch':44s}{h:9.3f}s{min(hand):9.3f}s")
-    print(f"{'compress train_one_epoch, one epoch':44s}{med['train']:9.3f}s{min(phases['train']):9.3f}s")
-    print(f"{'  + evaluate (1000 val samples)':44s}{med['evaluate']:9.3f}s{min(phases['evaluate']):9.3f}s")
-    print(f"{'  + sparsity measure + table':44s}{med['sparsity']:9.3f}s{min(phases['sparsity']):9.3f}s")
-    print(f"{'  + metrics files + checkpoint(s)':44s}{med['files']:9.3f}s{min(phases['files']):9.3f}s")
-    print(f"{'compress full epoch (all of the above)':44s}{med['full']:9.3f}s{min(phases['full']):9.3f}s")
+    print(f"{'':46s}{'median':>10s}{'min':>10s}")
+    rows = [
+        ("hand-written loop: one training epoch", hand),
+        ("compress train_one_epoch: one epoch", phases["train"]),
+        ("  + evaluate (1000 val samples)", phases["evaluate"]),
+        ("  + sparsity measure + table", phases["sparsity"]),
+        ("  + metrics files + checkpoint(s)", phases["files"]),
+        ("compress full epoch (all of the above)", phases["full"]),
+    ]
+    for label, values in rows:
+        print(f"{label:46s}{statistics.median(values):9.3f}s{min(values):9.3f}s")
+    print(f"{'hand-written loop: one step (ms)':46s}{1e3 * step_hand:8.2f}ms{1e3 * min(hand_steps):8.2f}ms")
+    print(f"{'compress train_one_epoch: one step (ms)':46s}{1e3 * step_comp:8.2f}ms{1e3 * min(comp_steps):8.2f}ms")
     print()
-    ratio = med["train"] / h
-    verdict = "PASS" if ratio <= TARGET else "FAIL"
-    print(f"ratio train epoch, compress / hand (medians): {ratio:.3f}x  (target <= {TARGET}x: {verdict})")
-    print(f"ratio train epoch, median of paired ratios:   {paired:.3f}x")
-    print(f"ratio train epoch, compress / hand (minimums): {min(phases['train']) / min(hand):.3f}x")
-    print(f"ratio full epoch / hand training epoch (medians): {med['full'] / h:.3f}x")
-    return 0 if ratio <= TARGET else 1
+
+    def verdict(r: float) -> str:
+        return f"(target <= {TARGET}x: {'PASS' if r <= TARGET else 'FAIL'})"
+
+    print(f"ratio train epoch, compress / hand, median of paired epochs: {paired:.3f}x  {verdict(paired)}")
+    print(f"ratio train step,  compress / hand, median step times:       {step_ratio:.3f}x  {verdict(step_ratio)}")
+    print(f"ratio train epoch, compress / hand, ratio of minimums:       {min(phases['train']) / min(hand):.3f}x")
+    print(f"ratio full epoch (train+eval+report+files) / hand train epoch, median of paired: {full_paired:.3f}x")
+    print(busy.report())
+    return 0 if max(paired, step_ratio) <= TARGET else 1
 
 
 if __name__ == "__main__":

@@ -765,7 +765,8 @@ def test_negative_starting_epoch_is_reported_at_starting_epoch():
 def test_unsupported_sections_are_named(section):
     text = one_regularizer("conv1.weight: [0.1, 3D]") + f"{section}:\n  something: {{class: X}}\n"
     (d,) = errors_of(text, f"Distiller's {section} are not supported yet")
-    assert d.message == f"Distiller's {section} are not supported yet; only regularizers, lr_schedulers and extensions are"
+    only = "only regularizers, lr_schedulers and extensions are"
+    assert d.message == f"Distiller's {section} are not supported yet; {only}"
     assert (d.field, d.line) == (section, line_no(text, f"{section}:"))
 
 
@@ -1146,7 +1147,8 @@ def test_cli_check_bad_distiller_file_exits_2_with_one_line_per_error(tmp_path):
     for line in errors:
         assert re.match(rf"^{re.escape(str(path))}:\d+: \S+: ", line), line
     assert (
-        f"{path}:11: quantizers: Distiller's quantizers are not supported yet; only regularizers, lr_schedulers and extensions are"
+        f"{path}:11: quantizers: Distiller's quantizers are not supported yet; "
+        "only regularizers, lr_schedulers and extensions are"
         in errors
     )
     assert (
