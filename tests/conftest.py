@@ -22,3 +22,17 @@ def cli():
         return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
     return run
+
+
+@pytest.fixture(scope="module")
+def lenet5():
+    from compress.models import build_model
+
+    return build_model("lenet5", num_classes=10, in_channels=1, input_size=28)
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    from compress.models import build_model
+
+    return build_model("mlp", num_classes=10, in_channels=1, input_size=28)

@@ -10,18 +10,7 @@ import torch
 
 from compress import groups as G
 from compress import regularizers as R
-
-
-def assert_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
-    """``torch.testing.assert_close``'s default tolerances without its slow first import."""
-    actual, expected = torch.as_tensor(actual), torch.as_tensor(expected)
-    assert actual.shape == expected.shape, (actual.shape, expected.shape)
-    tol = {torch.float64: (1e-7, 1e-7)}.get(actual.dtype, (1.3e-6, 1e-5))
-    expected = expected.to(actual.dtype)
-    assert torch.allclose(actual, expected, rtol=tol[0], atol=tol[1]), (
-        f"max abs difference {float((actual - expected).abs().max())}\nactual:   {actual}\nexpected: {expected}"
-    )
-
+from tests.helpers import assert_close
 
 SHAPES = {
     "conv2d": (4, 3, 2, 2),
@@ -227,7 +216,6 @@ def test_all_zero_weight_is_handled_without_nan(penalty, group, shape_key):
     assert torch.equal(grad, torch.zeros_like(w))
     p.proximal(w, group, 0.5)
     assert torch.equal(w, torch.zeros_like(w))
-
 
 
 def test_group_lasso_gradient_of_tiny_groups_is_bounded():

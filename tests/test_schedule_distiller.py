@@ -16,9 +16,9 @@ from click.testing import CliRunner
 
 from compress.cli import main
 from compress.errors import CompressError, Diagnostic
-from compress.models import build_model
 from compress.schedule import Epochs, LRSchedulerSpec, Rule, Schedule, Target, load_schedule, parse_schedule
 from compress.scheduler import bind
+from tests.helpers import located_bind_errors
 
 SRC = "distiller.yaml"
 HERE = Path(__file__).parent / "schedules"
@@ -74,23 +74,8 @@ def one_regularizer(regims: str, cls: str = "GroupLassoRegularizer", extra: str 
     )
 
 
-@pytest.fixture(scope="module")
-def lenet5():
-    return build_model("lenet5", num_classes=10, in_channels=1, input_size=28)
-
-
-@pytest.fixture(scope="module")
-def mlp():
-    return build_model("mlp", num_classes=10, in_channels=1, input_size=28)
-
-
 def bind_errors(text: str, model, epochs: int = 10) -> list[Diagnostic]:
-    schedule = parse_schedule(text, SRC)
-    with pytest.raises(CompressError) as info:
-        bind(schedule, model, epochs=epochs)
-    for d in info.value.diagnostics:
-        assert d.file == SRC and isinstance(d.line, int) and d.field, d
-    return info.value.diagnostics
+    return located_bind_errors(text, model, SRC, epochs)
 
 
 # ----------------------------------------------------------------------------- the example files
@@ -1148,8 +1133,7 @@ def test_cli_check_bad_distiller_file_exits_2_with_one_line_per_error(tmp_path):
         assert re.match(rf"^{re.escape(str(path))}:\d+: \S+: ", line), line
     assert (
         f"{path}:11: quantizers: Distiller's quantizers are not supported yet; "
-        "only regularizers, lr_schedulers and extensions are"
-        in errors
+        "only regularizers, lr_schedulers and extensions are" in errors
     )
     assert (
         f"{path}:5: regularizers.r.reg_regims.conv1.weight: unknown group 'Filter' (did you mean 'Filters'?); "

@@ -17,9 +17,9 @@ from click.testing import CliRunner
 
 from compress.cli import main
 from compress.errors import CompressError, Diagnostic
-from compress.models import build_model
 from compress.schedule import Epochs, LRSchedulerSpec, Rule, Schedule, Target, load_schedule, parse_schedule
 from compress.scheduler import bind
+from tests.helpers import located_bind_errors
 
 SRC = "native.yaml"
 HERE = Path(__file__).parent / "schedules"
@@ -76,23 +76,8 @@ def rule_text(**fields: str) -> str:
     return "version: 1\nrules:\n  - " + body[4:]
 
 
-@pytest.fixture(scope="module")
-def lenet5():
-    return build_model("lenet5", num_classes=10, in_channels=1, input_size=28)
-
-
-@pytest.fixture(scope="module")
-def mlp():
-    return build_model("mlp", num_classes=10, in_channels=1, input_size=28)
-
-
 def bind_errors(text: str, model, epochs: int = 10) -> list[Diagnostic]:
-    schedule = parse_schedule(text, SRC)
-    with pytest.raises(CompressError) as info:
-        bind(schedule, model, epochs=epochs)
-    for d in info.value.diagnostics:
-        assert d.file == SRC and isinstance(d.line, int) and d.field, d
-    return info.value.diagnostics
+    return located_bind_errors(text, model, SRC, epochs)
 
 
 # ----------------------------------------------------------------------------- reading: every field

@@ -15,19 +15,9 @@ from compress.errors import CompressError
 from compress.schedule import parse_schedule
 from compress.schedule.model import Epochs
 from compress.scheduler import CompressionScheduler, bind
+from tests.helpers import assert_close
 
 # --- helpers ---------------------------------------------------------------------------------------
-
-
-def assert_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
-    """``torch.testing.assert_close``'s default tolerances without its slow first import."""
-    actual, expected = torch.as_tensor(actual), torch.as_tensor(expected)
-    assert actual.shape == expected.shape, (actual.shape, expected.shape)
-    tol = {torch.float64: (1e-7, 1e-7)}.get(actual.dtype, (1.3e-6, 1e-5))
-    expected = expected.to(actual.dtype)
-    assert torch.allclose(actual, expected, rtol=tol[0], atol=tol[1]), (
-        f"max abs difference {float((actual - expected).abs().max())}\nactual:   {actual}\nexpected: {expected}"
-    )
 
 
 class Tiny(nn.Module):
