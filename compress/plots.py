@@ -1,6 +1,7 @@
 """PNG plots of a run (optional extra ``plots``: matplotlib, Agg backend, no screen needed).
 
-1. ``accuracy_sparsity.png``: top1 and total sparsity per epoch, each rule's active epochs shaded;
+1. ``accuracy_sparsity.png``: top1, total sparsity and the share of zero filters per epoch, each
+   rule's active epochs shaded;
 2. ``layer_sparsity.png``: per-layer structured sparsity per epoch (layers x epochs heatmap);
 3. ``group_norms.png``: per-layer histogram of group norms at the end, log scale: whether group
    lasso separated zero from live groups.
@@ -45,10 +46,12 @@ def plot_accuracy_sparsity(history: list[dict[str, Any]], rule_epochs: dict[str,
     ax.set_ylabel("top1 (%)")
     right = ax.twinx()
     right.plot(epochs, [h["sparsity"] for h in history], "s--", color=colors[1], label="total sparsity (%)")
+    if "sparsity/filters" in history[0]:
+        right.plot(epochs, [h["sparsity/filters"] for h in history], "^:", color=colors[3], label="zero filters (%)")
     right.set_ylabel("sparsity (%)")
     right.set_ylim(0, 100)
     handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
-    ax.legend(handles=handles, loc="lower right", fontsize=8)
+    ax.legend(handles=handles, loc="center right", fontsize=8)
     ax.set_title("accuracy and sparsity per epoch")
     return _save(fig, path)
 
