@@ -5,13 +5,15 @@ of an empty schedule (what ``compress train --schedule schedules/lenet5-baseline
 LeNet-5, mnist5k, batch 64, SGD lr 0.01 momentum 0.9) takes at most 1.2x a minimal loop
 (zero_grad, forward, cross_entropy, backward, step) over the same in-memory tensors.
 
-Both variants are built the same way and from the same initial weights, and their epochs are
-interleaved (the order alternates every repetition) so that machine noise hits both alike. The
+Both variants start from the same initial weights, and their epochs are interleaved (the order
+alternates every repetition) so that machine noise hits both alike; the verdict uses the median of
+the per-repetition ratios, and the same ratio from per-step medians is printed beside it. The
 compress variant also times what ``compress train`` does around each training epoch (evaluate, the
-sparsity table, metrics files and checkpoints), phase by phase.
+sparsity table, metrics files and checkpoints), phase by phase. Exit status 1 when a ratio misses.
 
     python benchmarks/epoch_overhead.py                 # default: 1 warm-up + 7 timed epochs each
     python benchmarks/epoch_overhead.py --reps 3        # quicker
+    python benchmarks/epoch_overhead.py --threads 1     # far less sensitive to other processes
 """
 
 from __future__ import annotations

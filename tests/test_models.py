@@ -9,12 +9,12 @@ import textwrap
 
 import pytest
 import torch
-from tiny_data import no_cifar_checksums, write_cifar, write_image_folder  # noqa: F401
 from torch import nn
 
 from compress.errors import CompressError
 from compress.models import MODELS, all_models, build_model
 from compress.models.pretrained import load_pretrained
+from tests.tiny_data import no_cifar_checksums, write_cifar, write_image_folder  # noqa: F401
 
 
 def _build(name: str, classes: int = 10, channels: int = 3, size: int = 32) -> nn.Module:
