@@ -66,6 +66,9 @@ def build_model_for(config: RunConfig) -> nn.Module:
     )
 
 
+VALUE_EVERY = 10  # steps between two samples of each rule's value (the logged rule losses)
+
+
 def example_input(config: RunConfig) -> torch.Tensor:
     """One input of the shape the dataset gives (zeros: for tracing and counting MACs)."""
     shape = dataset_shape(config.dataset, data_options(config))
@@ -129,7 +132,7 @@ def build_experiment(schedule: Schedule, config: RunConfig, thinned_spec: dict |
         from compress.thinning.state import Thinner
 
         thinner = Thinner(schedule.thinning, config.epochs, model, example_input(config), optimizer, thinned_spec)
-    scheduler = CompressionScheduler(rules, optimizer, schedule, thinner)
+    scheduler = CompressionScheduler(rules, optimizer, schedule, thinner, value_every=VALUE_EVERY)
     data = build_dataset(
         config.dataset,
         batch_size=config.batch_size,

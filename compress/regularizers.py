@@ -27,8 +27,11 @@ class Penalty:
     def value(self, w: torch.Tensor, group: str, strength: float) -> torch.Tensor:
         raise NotImplementedError
 
-    def add_gradient(self, w: torch.Tensor, grad: torch.Tensor, group: str, strength: float) -> torch.Tensor:
-        """Adds the penalty's gradient into ``grad`` in place; returns the penalty value."""
+    def add_gradient(
+        self, w: torch.Tensor, grad: torch.Tensor, group: str, strength: float, value: bool = True
+    ) -> torch.Tensor | None:
+        """Adds the penalty's gradient into ``grad`` in place; returns the penalty value (``None``
+        with ``value=False``: computing it is a full pass over the weights, skipped on most steps)."""
         raise NotImplementedError
 
     def proximal(self, w: torch.Tensor, group: str, t: float) -> None:
@@ -46,9 +49,9 @@ class L1(Penalty):
     def value(self, w, group, strength):
         return w.abs().sum() * strength
 
-    def add_gradient(self, w, grad, group, strength):
+    def add_gradient(self, w, grad, group, strength, value=True):
         grad.add_(w.sign(), alpha=strength)
-        return self.value(w, group, strength)
+        return self.value(w, group, strength) if value else None
 
     def proximal(self, w, group, t):
         w.copy_(F.softshrink(w, t))
@@ -65,9 +68,9 @@ class L2(Penalty):
     def value(self, w, group, strength):
         return w.pow(2).sum() * (strength / 2)
 
-    def add_gradient(self, w, grad, group, strength):
+    def add_gradient(self, w, grad, group, strength, value=True):
         grad.add_(w, alpha=strength)
-        return self.value(w, group, strength)
+        return self.value(w, group, strength) if value else None
 
     def proximal(self, w, group, t):
         w.div_(1.0 + t)
@@ -89,10 +92,10 @@ class GroupLasso(Penalty):
     def value(self, w, group, strength):
         return group_norms(w, group).sum() * strength
 
-    def add_gradient(self, w, grad, group, strength):
+    def add_gradient(self, w, grad, group, strength, value=True):
         norms = group_norms(w, group)
         grad.addcmul_(w, torch.where(norms > NORM_FLOOR, norms.reciprocal(), 0.0), value=strength)
-        return norms.sum() * strength
+        return norms.sum() * strength if value else None
 
     def proximal(self, w, group, t):
         if t <= 0:

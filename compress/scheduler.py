@@ -172,8 +172,13 @@ class CompressionScheduler:
         optimizer: torch.optim.Optimizer | None = None,
         schedule: Schedule | None = None,
         thinner: Any = None,
+        value_every: int = 1,
     ):
         self.rules = rules
+        # rule values are for logging: computing them is a pass over the weights, so the training
+        # run samples them every ``value_every`` steps (the first step of each epoch included)
+        self.value_every = value_every
+        self._epoch, self._step = -1, 0  # position in the epoch, for sampling; kept in state_dict
         self.thinner = thinner  # compress.thinning.state.Thinner: removes zero structures at its epochs
         self.lr_schedulers = []
         if schedule is not None and optimizer is not None:
@@ -191,6 +196,8 @@ class CompressionScheduler:
         return [r.rule.name for r in self.rules]
 
     def on_epoch_begin(self, epoch: int) -> None:
+        if epoch != self._epoch:  # a resumed epoch keeps its position (load_state_dict)
+            self._epoch, self._step = epoch, 0
         self.active = [r for r in self.rules if r.rule.epochs.active(epoch)]
         self._penalty_rules = [r for r in self.active if r.rule.mode == "penalty"]
         self._proximal_rules = [r for r in self.active if r.rule.mode == "proximal"]
@@ -200,14 +207,16 @@ class CompressionScheduler:
     def before_step(self) -> dict[str, torch.Tensor]:
         """Penalty mode: add each term's exact gradient into ``.grad``; returns the terms' values."""
         losses = {}
+        sample = self._step % self.value_every == 0
         for bound in self._penalty_rules:
             total = None
             for t in bound.targets:
                 if t.param.grad is None:
                     t.param.grad = torch.zeros_like(t.param)
                 for group in t.groups:
-                    value = bound.penalty.add_gradient(t.param, t.param.grad, group, t.strength)
-                    total = value if total is None else total + value
+                    value = bound.penalty.add_gradient(t.param, t.param.grad, group, t.strength, value=sample)
+                    if value is not None:
+                        total = value if total is None else total + value
             if total is not None:
                 losses[bound.rule.name] = total
         return losses
@@ -227,7 +236,9 @@ class CompressionScheduler:
                         t.param.mul_(stat >= t.threshold)
         for name, mask in self.masks.items():
             self.params[name].mul_(mask)
-        return {bound.rule.name: self._value(bound) for bound in self._proximal_rules}
+        sample = self._step % self.value_every == 0
+        self._step += 1
+        return {bound.rule.name: self._value(bound) for bound in self._proximal_rules} if sample else {}
 
     @staticmethod
     def _value(bound: BoundRule) -> torch.Tensor:
@@ -276,9 +287,11 @@ class CompressionScheduler:
         return {
             "masks": {k: v.cpu() for k, v in self.masks.items()},
             "lr_schedulers": [s.state_dict() for _, s in self.lr_schedulers],
+            "position": [self._epoch, self._step],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.masks = {k: v.to(self.params[k].device) for k, v in state.get("masks", {}).items() if k in self.params}
         for (_, scheduler), s in zip(self.lr_schedulers, state.get("lr_schedulers", []), strict=False):
             scheduler.load_state_dict(s)
+        self._epoch, self._step = state.get("position", [-1, 0])

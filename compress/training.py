@@ -50,7 +50,8 @@ Progress = Callable[[Iterable, int, str], Any]  # (iterable, total, description)
 
 class EpochTotals:
     """Sums over the samples seen so far in an epoch; saved in an interrupted checkpoint so that a
-    resumed epoch reports the same means as one that ran straight through."""
+    resumed epoch reports the same means as one that ran straight through. Rule values may come
+    on some steps only (the scheduler samples them), so each rule counts its own samples."""
 
     def __init__(self, device: torch.device | str = "cpu", state: dict[str, Any] | None = None):
         state = state or {}
@@ -58,16 +59,19 @@ class EpochTotals:
         self.data = torch.tensor(state.get("data", 0.0), device=device)
         rules = state.get("rules", {})
         self.rules: dict[str, torch.Tensor] = {k: torch.tensor(v, device=device) for k, v in rules.items()}
+        self.rule_seen: dict[str, int] = dict(state.get("rule_seen", {}))
 
     def add(self, n: int, loss: torch.Tensor, rules: dict[str, torch.Tensor]) -> None:
         self.seen += n
         self.data += loss.detach() * n
         for name, value in rules.items():
             self.rules[name] = self.rules.get(name, 0) + value * n
+            self.rule_seen[name] = self.rule_seen.get(name, 0) + n
 
     def means(self) -> tuple[float, dict[str, float]]:
         seen = max(self.seen, 1)
-        return float(self.data) / seen, {name: float(v) / seen for name, v in self.rules.items()}
+        rules = {name: float(v) / max(self.rule_seen.get(name, 0), 1) for name, v in self.rules.items()}
+        return float(self.data) / seen, rules
 
     def summed(self, world: World) -> EpochTotals:
         """The sums over every process (each process saw its own share of the batches)."""
@@ -75,15 +79,18 @@ class EpochTotals:
             return self
         names, device = sorted(self.rules), self.data.device
         rules = [torch.as_tensor(self.rules[n], device=device).float() for n in names]
-        flat = torch.stack([torch.tensor(float(self.seen), device=device), self.data.float(), *rules])
+        counts = [torch.tensor(float(self.rule_seen.get(n, 0)), device=device) for n in names]
+        flat = torch.stack([torch.tensor(float(self.seen), device=device), self.data.float(), *rules, *counts])
         world.sum(flat)
         out = EpochTotals(self.data.device)
         out.seen, out.data = int(flat[0].item()), flat[1]
         out.rules = {n: flat[2 + i] for i, n in enumerate(names)}
+        out.rule_seen = {n: int(flat[2 + len(names) + i].item()) for i, n in enumerate(names)}
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        return {"seen": self.seen, "data": float(self.data), "rules": {k: float(v) for k, v in self.rules.items()}}
+        rules = {k: float(v) for k, v in self.rules.items()}
+        return {"seen": self.seen, "data": float(self.data), "rules": rules, "rule_seen": dict(self.rule_seen)}
 
 
 class Interrupted(Exception):
