@@ -7,13 +7,11 @@ group) that the exact-value tests compare with.
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 import torch
 
 from compress import groups as G
-from tests.helpers import assert_close
+from tests.helpers import assert_close, reference_groups
 
 SHAPES = {
     "conv2d": (4, 3, 2, 2),
@@ -22,28 +20,6 @@ SHAPES = {
     "conv3d": (2, 3, 2, 2, 2),
     "bn": (6,),
 }
-
-
-def reference_groups(name: str, shape: tuple[int, ...]) -> list[tuple] | None:
-    """Index tuples, one per group (``w[idx]`` is the group), as DESIGN.md defines them; None where
-    the group does not apply to a weight of this many dims. Raises KeyError for unknown names."""
-    n = len(shape)
-    every = slice(None)
-    if name == "elements":
-        return list(itertools.product(*(range(s) for s in shape)))
-    if name == "filters":
-        return [(f,) for f in range(shape[0])] if n >= 2 else None
-    if name == "channels":
-        return [(every, c) for c in range(shape[1])] if n >= 2 else None
-    if name == "kernels":
-        return [(f, c) for f in range(shape[0]) for c in range(shape[1])] if n >= 3 else None
-    if name == "rows":
-        return [(i,) for i in range(shape[0])] if n == 2 else None
-    if name == "cols":
-        return [(every, j) for j in range(shape[1])] if n == 2 else None
-    if name == "layer":
-        return [(Ellipsis,)]
-    raise KeyError(name)
 
 
 def reference_or_skip(name: str, shape: tuple[int, ...]) -> list[tuple]:
