@@ -52,12 +52,14 @@ rules:
 
 
 def make_scheduler(model, optimizer, text: str | None, epochs: int = 1):
+    from compress.experiment import VALUE_EVERY
     from compress.schedule import parse_schedule
     from compress.scheduler import CompressionScheduler, bind
 
     schedule = parse_schedule(text or "version: 1\nrules: []\n", "<benchmark>")
     rules, _warnings = bind(schedule, model, epochs=epochs)
-    scheduler = CompressionScheduler(rules, optimizer, schedule)
+    # as compress train builds it: rule values are sampled every VALUE_EVERY steps
+    scheduler = CompressionScheduler(rules, optimizer, schedule, value_every=VALUE_EVERY)
     scheduler.on_epoch_begin(0)
     return scheduler
 
@@ -96,6 +98,9 @@ class AutogradHooks:
 
     def on_epoch_end(self, epoch, metrics):
         pass
+
+    def penalty_values(self):
+        return {"autograd": float(autograd_penalty(self.model))}
 
 
 class Variant:
@@ -152,6 +157,9 @@ class TimedHooks:
 
     def on_epoch_end(self, epoch, metrics):
         self.hooks.on_epoch_end(epoch, metrics)
+
+    def penalty_values(self):
+        return self.hooks.penalty_values()
 
 
 def hook_costs(variants: dict[str, Variant], plain_step: float) -> None:

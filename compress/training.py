@@ -29,6 +29,7 @@ class Hooks(Protocol):
     def before_step(self) -> dict[str, torch.Tensor]: ...
     def after_step(self, lr: float) -> dict[str, torch.Tensor]: ...
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None: ...
+    def penalty_values(self) -> dict[str, float]: ...  # every rule's value now: for the divergence message
 
 
 @dataclass
@@ -159,7 +160,8 @@ def train_one_epoch(
         optimizer.step()
         rules.update(hooks.after_step(optimizer.param_groups[0]["lr"]))
         if world.any(not torch.isfinite(loss + sum(rules.values())), device):
-            raise Diverged(epoch, step, float(loss.detach()), {name: float(v) for name, v in rules.items()})
+            values = {**hooks.penalty_values(), **{name: float(v) for name, v in rules.items()}}
+            raise Diverged(epoch, step, float(loss.detach()), values)
         totals.add(y.shape[0], loss, rules)
         if progress and step % 10 == 0:
             data, rule_means = totals.means()
