@@ -53,3 +53,26 @@ def reference_groups(name: str, shape: tuple[int, ...]) -> list[tuple] | None:
     if name == "layer":
         return [(Ellipsis,)]
     raise KeyError(name)
+
+
+# weight shapes every group test covers (a conv2d, a linear, conv1d / conv3d weights, a BatchNorm scale)
+SHAPES = {
+    "conv2d": (4, 3, 2, 2),
+    "linear": (5, 3),
+    "conv1d": (4, 3, 5),
+    "conv3d": (2, 3, 2, 2, 2),
+    "bn": (6,),
+}
+
+
+def normalized(text: str) -> list[str]:
+    """CLI output lines with runs of spaces collapsed, so tests do not pin column widths."""
+    return [" ".join(line.split()) for line in text.splitlines()]
+
+
+def invoke(*args: str):
+    from click.testing import CliRunner
+
+    from compress.cli import main
+
+    return CliRunner().invoke(main, list(args))

@@ -11,15 +11,7 @@ import pytest
 import torch
 
 from compress import groups as G
-from tests.helpers import assert_close, reference_groups
-
-SHAPES = {
-    "conv2d": (4, 3, 2, 2),
-    "linear": (5, 3),
-    "conv1d": (4, 3, 5),
-    "conv3d": (2, 3, 2, 2, 2),
-    "bn": (6,),
-}
+from tests.helpers import SHAPES, assert_close, reference_groups
 
 
 def reference_or_skip(name: str, shape: tuple[int, ...]) -> list[tuple]:

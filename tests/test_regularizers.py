@@ -8,15 +8,7 @@ import torch
 
 from compress import groups as G
 from compress import regularizers as R
-from tests.helpers import assert_close, reference_groups
-
-SHAPES = {
-    "conv2d": (4, 3, 2, 2),
-    "linear": (5, 3),
-    "conv1d": (4, 3, 5),
-    "conv3d": (2, 3, 2, 2, 2),
-    "bn": (6,),
-}
+from tests.helpers import SHAPES, assert_close, reference_groups
 
 
 def _gl_cases() -> list[tuple[str, str, str]]:

@@ -13,13 +13,11 @@ from pathlib import Path
 from textwrap import dedent
 
 import pytest
-from click.testing import CliRunner
 
-from compress.cli import main
 from compress.errors import CompressError, Diagnostic
 from compress.schedule import Epochs, LRSchedulerSpec, Rule, Schedule, Target, load_schedule, parse_schedule
 from compress.scheduler import bind
-from tests.helpers import located_bind_errors
+from tests.helpers import invoke, located_bind_errors, normalized
 
 SRC = "native.yaml"
 HERE = Path(__file__).parent / "schedules"
@@ -823,14 +821,6 @@ def test_lr_scheduler_beyond_the_run_is_a_warning(lenet5):
 
 
 # ----------------------------------------------------------------------------- the CLI
-
-
-def normalized(text: str) -> list[str]:
-    return [" ".join(line.split()) for line in text.splitlines()]
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(main, list(args))
 
 
 def test_cli_check_prints_the_plan_of_a_good_file():
