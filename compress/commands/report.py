@@ -22,8 +22,7 @@ def macs_dense_and_thinned(model: nn.Module, example: torch.Tensor) -> dict[str,
     try:
         from compress.thinning import thin_model
 
-        thinned = thin_model(model, example)
-        small = thinned.model if hasattr(thinned, "model") else thinned
+        small = thin_model(model, example).model
         return {"dense": dense, "thinned": sum(v["dense"] for v in measure_macs(small, example).values())}
     except Exception:  # noqa: BLE001 - an estimate is better than no number in a report
         return {"dense": dense, "thinned": sum(v["live"] for v in dense_macs.values())}
