@@ -157,30 +157,46 @@ def conv_structure(state_dict: dict[str, torch.Tensor]) -> dict[str, dict]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=None, help="epochs for every run (default: the SSL config's)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--baseline", type=Path, default=ROOT / "schedules/lenet5-baseline.yaml")
-    parser.add_argument("--schedule", type=Path, default=ROOT / "schedules/lenet5-filters.yaml")
-    parser.add_argument("--no-penalty", action="store_true", help="skip the penalty-mode run")
-    parser.add_argument("--out-dir", type=Path, default=None, help="keep the runs here (default: a temp dir)")
-    parser.add_argument("--verbose", action="store_true", help="show each run's output")
-    args = parser.parse_args(argv)
-    epochs = args.epochs or schedule_epochs(args.schedule)
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
 
-    tmp = tempfile.TemporaryDirectory(prefix="compress-ssl-")
-    out_dir = args.out_dir or Path(tmp.name)
-    print(f"lenet5 SSL benchmark: mnist5k, {epochs} epochs for every run, seed {args.seed}")
-    print(f"schedule {args.schedule.relative_to(ROOT) if args.schedule.is_relative_to(ROOT) else args.schedule}:")
-    print("  " + args.schedule.read_text(encoding="utf-8").strip().replace("\n", "\n  "))
-    runs = {"baseline": train(args.baseline, "baseline", out_dir, epochs, args.seed, args.verbose)}
-    runs["proximal"] = train(args.schedule, "ssl-proximal", out_dir, epochs, args.seed, args.verbose)
-    if not args.no_penalty:
-        penalty = penalty_copy(args.schedule, Path(tmp.name))
-        runs["penalty"] = train(penalty, "ssl-penalty", out_dir, epochs, args.seed, args.verbose)
 
-    print()
+def report(label: str, run: dict, base: dict) -> bool | None:
+    """Prints one regularized run against its baseline; for the proximal run, whether the target is met."""
+    conv = conv_structure(run["state_dict"])
+    c1, c2 = conv["conv1"], conv["conv2"]
+    dense = sum(c["dense_macs"] for c in conv.values())
+    live = sum(c["live_macs"] for c in conv.values())
+    top1 = run["summary"]["final_top1"]
+    drop = base["final_top1"] - top1
+    print(f"{label}: top1 {top1:.2f} vs baseline {base['final_top1']:.2f} ({0.0 - drop:+.2f} points)")
+    print(f"  filters left: conv1 {c1['live']}/{c1['filters']}, conv2 {c2['live']}/{c2['filters']}")
+    print(
+        f"  conv MACs left: {live:,} of {dense:,} = {100 * live / dense:.1f}% "
+        f"(conv1 {c1['live_macs']:,}/{c1['dense_macs']:,}, conv2 {c2['live_macs']:,}/{c2['dense_macs']:,})"
+    )
+    print(
+        f"  filter groups exactly zero / norm < {NEAR_ZERO:g}: conv1 {c1['exact_zero']} / {c1['near_zero']}, "
+        f"conv2 {c2['exact_zero']} / {c2['near_zero']}"
+    )
+    if label != "proximal":
+        return None
+    checks = {
+        f"conv1 <= {TARGET_CONV1} left": c1["live"] <= TARGET_CONV1,
+        f"conv2 <= {TARGET_CONV2} left": c2["live"] <= TARGET_CONV2,
+        f"top1 drop <= {TARGET_DROP}": drop <= TARGET_DROP,
+    }
+    print(f"  target (proximal): {', '.join(f'{k}: {verdict(v)}' for k, v in checks.items())}")
+    return all(checks.values())
+
+
+def one_seed(args: argparse.Namespace, seed: int, epochs: int, out_dir: Path, tmp: Path, penalty: bool) -> bool:
+    print(f"\n=== seed {seed}")
+    runs = {"baseline": train(args.baseline, f"baseline-s{seed}", out_dir, epochs, seed, args.verbose)}
+    runs["proximal"] = train(args.schedule, f"ssl-proximal-s{seed}", out_dir, epochs, seed, args.verbose)
+    if penalty:
+        copy = penalty_copy(args.schedule, tmp)
+        runs["penalty"] = train(copy, f"ssl-penalty-s{seed}", out_dir, epochs, seed, args.verbose)
     base = runs["baseline"]["summary"]
     for label, run in runs.items():
         s = run["summary"]
@@ -189,38 +205,40 @@ def main(argv: list[str] | None = None) -> int:
             f"sparsity {s['final_sparsity']:.2f}%  [{run['seconds']:.0f}s]"
         )
         print(history(run["run"]))
-    print()
-    ok = True
+    met = True
     for label in [k for k in runs if k != "baseline"]:
-        conv = conv_structure(runs[label]["state_dict"])
-        c1, c2 = conv["conv1"], conv["conv2"]
-        dense = sum(c["dense_macs"] for c in conv.values())
-        live = sum(c["live_macs"] for c in conv.values())
-        top1 = runs[label]["summary"]["final_top1"]
-        drop = base["final_top1"] - top1
-        print(f"{label}: top1 {top1:.2f} vs baseline {base['final_top1']:.2f} ({-drop:+.2f} points)")
-        print(f"  filters left: conv1 {c1['live']}/{c1['filters']}, conv2 {c2['live']}/{c2['filters']}")
-        print(
-            f"  conv MACs left: {live:,} of {dense:,} = {100 * live / dense:.1f}% "
-            f"(conv1 {c1['live_macs']:,}/{c1['dense_macs']:,}, conv2 {c2['live_macs']:,}/{c2['dense_macs']:,})"
-        )
-        print(
-            f"  filter groups exactly zero / norm < {NEAR_ZERO:g}: conv1 {c1['exact_zero']} / {c1['near_zero']}, "
-            f"conv2 {c2['exact_zero']} / {c2['near_zero']}"
-        )
-        if label == "proximal":
-            checks = {
-                f"conv1 <= {TARGET_CONV1} left": c1["live"] <= TARGET_CONV1,
-                f"conv2 <= {TARGET_CONV2} left": c2["live"] <= TARGET_CONV2,
-                f"top1 drop <= {TARGET_DROP}": drop <= TARGET_DROP,
-            }
-            ok = all(checks.values())
-            verdict = ", ".join(f"{k}: {'PASS' if v else 'FAIL'}" for k, v in checks.items())
-            print(f"  target (proximal): {verdict}")
+        verdict = report(label, runs[label], base)
+        met = met if verdict is None else verdict
+    return met
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=None, help="epochs for every run (default: the SSL config's)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one baseline + SSL pair per seed")
+    parser.add_argument("--baseline", type=Path, default=ROOT / "schedules/lenet5-baseline.yaml")
+    parser.add_argument("--schedule", type=Path, default=ROOT / "schedules/lenet5-filters.yaml")
+    parser.add_argument("--no-penalty", action="store_true", help="skip the penalty-mode run (first seed only)")
+    parser.add_argument("--out-dir", type=Path, default=None, help="keep the runs here (default: a temp dir)")
+    parser.add_argument("--verbose", action="store_true", help="show each run's output")
+    args = parser.parse_args(argv)
+    epochs = args.epochs or schedule_epochs(args.schedule)
+
+    tmp = tempfile.TemporaryDirectory(prefix="compress-ssl-")
+    out_dir = args.out_dir or Path(tmp.name)
+    print(f"lenet5 SSL benchmark: mnist5k, {epochs} epochs for every run, seeds {' '.join(map(str, args.seeds))}")
+    print(f"schedule {args.schedule.relative_to(ROOT) if args.schedule.is_relative_to(ROOT) else args.schedule}:")
+    print("  " + args.schedule.read_text(encoding="utf-8").strip().replace("\n", "\n  "))
+    met = [
+        one_seed(args, seed, epochs, out_dir, Path(tmp.name), penalty=not args.no_penalty and i == 0)
+        for i, seed in enumerate(args.seeds)
+    ]
+    per_seed = ", ".join(f"{s}: {verdict(m)}" for s, m in zip(args.seeds, met, strict=True))
+    print(f"\ntarget met on {sum(met)} of {len(met)} seeds ({per_seed})")
     if args.out_dir:
-        print(f"\nruns kept in {out_dir}")
+        print(f"runs kept in {out_dir}")
     tmp.cleanup()
-    return 0 if ok else 1
+    return 0 if all(met) else 1
 
 
 if __name__ == "__main__":

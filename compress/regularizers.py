@@ -2,7 +2,11 @@
 
 - ``value``: the penalty, for logging (no autograd graph);
 - ``add_gradient``: ``grad += strength * dR/dw`` (penalty mode, Distiller's semantics);
-- ``proximal``: ``w <- prox_{t R}(w)`` with ``t = lr * strength`` (proximal mode, exact zeros).
+- ``proximal``: ``w <- prox_{t R}(w)`` with ``t = lr * strength`` (proximal mode, exact zeros); it
+  returns where ``w`` is still alive as 1.0 / 0.0 (broadcastable to ``w``) so the caller can also
+  clear the optimizer's momentum of what the step zeroed, or ``None`` when the operator zeroes
+  nothing. Floats, not booleans: on the CPU a float multiply is several times faster than a
+  comparison plus a bool-to-float multiply over the same tensor.
 
 All three work on whole tensors (group norms are one reduction), never a loop over groups. To add
 a penalty: a subclass of ``Penalty`` and one ``register`` call.
@@ -34,7 +38,7 @@ class Penalty:
         with ``value=False``: computing it is a full pass over the weights, skipped on most steps)."""
         raise NotImplementedError
 
-    def proximal(self, w: torch.Tensor, group: str, t: float) -> None:
+    def proximal(self, w: torch.Tensor, group: str, t: float) -> torch.Tensor | None:
         raise NotImplementedError
 
 
@@ -55,6 +59,7 @@ class L1(Penalty):
 
     def proximal(self, w, group, t):
         w.copy_(F.softshrink(w, t))
+        return w.sign().abs_()
 
 
 class L2(Penalty):
@@ -74,6 +79,7 @@ class L2(Penalty):
 
     def proximal(self, w, group, t):
         w.div_(1.0 + t)
+        return None  # shrinks, never zeroes
 
 
 class GroupLasso(Penalty):
@@ -99,10 +105,12 @@ class GroupLasso(Penalty):
 
     def proximal(self, w, group, t):
         if t <= 0:
-            return
+            return None
         norms = group_norms(w, group)
         # norm 0 -> t/0 = inf -> factor clamps to 0: no NaN.
-        w.mul_((1.0 - t / norms).clamp_min_(0.0))
+        factor = (1.0 - t / norms).clamp_min_(0.0)
+        w.mul_(factor)
+        return factor.sign()
 
 
 PENALTIES: dict[str, Penalty] = {}

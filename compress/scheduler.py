@@ -3,6 +3,7 @@
     on_epoch_begin(epoch)          which rules are active this epoch
     before_step()                  after backward: penalty-mode gradients into .grad
     after_step(lr)                 after optimizer.step(): proximal steps, thresholds, kept masks
+                                   (and the optimizer momentum of what they zero)
     on_epoch_end(epoch, metrics)   keep_mask fires at a rule's last active epoch; lr schedulers step
 
 The loop knows nothing else about regularization; this class knows nothing about data.
@@ -21,7 +22,7 @@ from torch import nn
 from compress import groups as G
 from compress import regularizers as R
 from compress.errors import CompressError, Diagnostic
-from compress.optim import build_lr_scheduler, check_lr_scheduler
+from compress.optim import build_lr_scheduler, check_lr_scheduler, moments
 from compress.schedule.model import Rule, Schedule
 
 _DP_PREFIX = re.compile(r"(^|\.)module\.")
@@ -180,6 +181,7 @@ class CompressionScheduler:
         self.value_every = value_every
         self._epoch, self._step = -1, 0  # position in the epoch, for sampling; kept in state_dict
         self.thinner = thinner  # compress.thinning.state.Thinner: removes zero structures at its epochs
+        self.optimizer = optimizer  # its momentum is cleared where a proximal step, threshold or mask zeroes
         self.lr_schedulers = []
         if schedule is not None and optimizer is not None:
             self.lr_schedulers = [
@@ -223,22 +225,32 @@ class CompressionScheduler:
 
     @torch.no_grad()
     def after_step(self, lr: float) -> dict[str, torch.Tensor]:
-        """Proximal steps, thresholds, then kept masks; returns proximal rules' values at the new weights."""
+        """Proximal steps, thresholds, then kept masks; returns proximal rules' values at the new weights.
+
+        Whatever these zero also loses its optimizer momentum, so a zero stays zero unless the
+        next gradient step alone moves it out (what the proximal gradient method means)."""
         for bound in self._proximal_rules:
             for t in bound.targets:
                 for group in t.groups:
-                    bound.penalty.proximal(t.param, group, lr * t.strength)
+                    self._clear_moments(t.param, bound.penalty.proximal(t.param, group, lr * t.strength))
         for bound in self._thresholded:
             for t in bound.targets:
                 if t.threshold is not None:
                     for group in t.groups:
-                        stat = G.group_statistic(t.param, group, bound.rule.threshold_criterion)
-                        t.param.mul_(stat >= t.threshold)
+                        keep = G.group_statistic(t.param, group, bound.rule.threshold_criterion) >= t.threshold
+                        t.param.mul_(keep)
+                        self._clear_moments(t.param, keep)
         for name, mask in self.masks.items():
             self.params[name].mul_(mask)
+            self._clear_moments(self.params[name], mask)
         sample = self._step % self.value_every == 0
         self._step += 1
         return {bound.rule.name: self._value(bound) for bound in self._proximal_rules} if sample else {}
+
+    def _clear_moments(self, param: nn.Parameter, keep: torch.Tensor | None) -> None:
+        if keep is not None:
+            for buffer in moments(self.optimizer, param):
+                buffer.mul_(keep)
 
     @staticmethod
     def _value(bound: BoundRule) -> torch.Tensor:

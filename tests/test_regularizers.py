@@ -228,15 +228,20 @@ def test_proximal_matches_closed_form(penalty, group, shape_key, where):
     between = (norms[m - 1] + norms[m]) / 2 if len(norms) > 1 else 0.5 * norms[0]  # some units zero, some not
     t = {"below_all": 0.5 * norms[0], "between": between, "above_all": 1.01 * norms[-1]}[where]
     x = w.clone()
-    R.get(penalty).proximal(x, group, t)
+    keep = R.get(penalty).proximal(x, group, t)
     assert_close(x, ref_prox(penalty, w, group, t))
-    if penalty != "l2":
-        for i in idx:
-            if float(w[i].norm()) <= t:
-                assert (x[i] == 0).all(), "a unit whose norm is <= t must become exactly zero"
-            else:
-                assert (x[i] != 0).all(), "a unit whose norm exceeds t only shrinks"
-                assert float(x[i].norm()) < float(w[i].norm())
+    if penalty == "l2":
+        assert keep is None, "L2's operator only shrinks: nothing to clear in the optimizer"
+        return
+    expected_keep = torch.zeros(shape, dtype=torch.bool)
+    for i in idx:
+        if float(w[i].norm()) <= t:
+            assert (x[i] == 0).all(), "a unit whose norm is <= t must become exactly zero"
+        else:
+            assert (x[i] != 0).all(), "a unit whose norm exceeds t only shrinks"
+            assert float(x[i].norm()) < float(w[i].norm())
+            expected_keep[i] = True
+    assert torch.equal(keep.expand(shape), expected_keep.to(keep.dtype)), "1 exactly where the step left units alive"
 
 
 @pytest.mark.parametrize("penalty, group, shape_key", CASES, ids=IDS)

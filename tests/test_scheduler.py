@@ -504,6 +504,78 @@ def test_kept_mask_stops_momentum_from_reviving_zero_structures(model):
         sched.on_epoch_end(epoch, {})
 
 
+def _momentum_run(model, optimizer_cls, clear: bool, **kwargs):
+    """Filter 0 of conv1 gets a steady gradient that builds momentum, then a proximal step
+    (threshold t = lr * strength) zeroes it; after that its gradient is 0. Returns conv1's weight
+    after one more optimizer step and the optimizer."""
+    text = one_rule("{name: g, penalty: group_lasso, groups: filters, strength: 1.0, layers: [conv1.weight]}")
+    bound, _ = bind(schedule(text), model, epochs=10)
+    w = model.conv1.weight
+    optimizer = optimizer_cls([w], lr=0.1, **kwargs)
+    sched = CompressionScheduler(bound, optimizer if clear else None)
+    with torch.no_grad():
+        w.copy_(torch.ones_like(w))  # filter norms 3: the first prox (t = 0.1) only shrinks
+    sched.on_epoch_begin(0)
+    for _ in range(3):
+        w.grad = torch.ones_like(w)  # pushes every filter down: momentum builds up
+        optimizer.step()
+        sched.after_step(0.1)
+    w.grad = torch.zeros_like(w)
+    optimizer.step()
+    with torch.no_grad():
+        w[0] = 0.05  # as if this step had left filter 0 at norm 0.15: the prox (t = 0.2) zeroes it
+    sched.after_step(0.2)
+    assert (w[0] == 0).all()
+    w.grad = torch.zeros_like(w)  # no gradient at all: only momentum could move the filter
+    optimizer.step()
+    return w.detach().clone(), optimizer
+
+
+@pytest.mark.parametrize(
+    "optimizer_cls, kwargs, key",
+    [(torch.optim.SGD, {"momentum": 0.9}, "momentum_buffer"), (torch.optim.Adam, {}, "exp_avg")],
+)
+def test_a_group_zeroed_by_the_proximal_step_loses_its_momentum(model, optimizer_cls, kwargs, key):
+    w, optimizer = _momentum_run(model, optimizer_cls, clear=True, **kwargs)
+    assert (w[0] == 0).all(), "no gradient and no momentum: the zeroed filter stays exactly zero"
+    state = optimizer.state[model.conv1.weight]
+    assert (state[key][0] == 0).all()
+    assert (state[key][1:] != 0).all(), "the momentum of filters still alive is untouched"
+    if "exp_avg_sq" in state:
+        assert (state["exp_avg_sq"][0] != 0).all(), "second moments only scale steps: kept"
+
+    torch.manual_seed(0)
+    revived, _ = _momentum_run(Tiny(), optimizer_cls, clear=False, **kwargs)
+    assert (revived[0] != 0).all(), "without clearing, momentum pushes the zeroed filter back out"
+
+
+def test_threshold_and_kept_mask_clear_momentum_too(model):
+    text = one_rule(
+        "{name: th, penalty: group_lasso, groups: filters, strength: 0.0, layers: [conv1.weight], "
+        "mode: penalty, threshold: 0.5}"
+    )
+    bound, _ = bind(schedule(text), model, epochs=10)
+    w = model.conv1.weight
+    optimizer = torch.optim.SGD([w], lr=0.1, momentum=0.9)
+    sched = CompressionScheduler(bound, optimizer)
+    with torch.no_grad():
+        w.copy_(_threshold_weight())  # filter 0 has norm 0.3 < 0.5
+    w.grad = torch.ones_like(w)
+    optimizer.step()
+    sched.on_epoch_begin(0)
+    sched.after_step(0.1)
+    buffer = optimizer.state[w]["momentum_buffer"]
+    assert (buffer[0] == 0).all() and (buffer[1:] != 0).all()
+
+    sched.masks["conv1.weight"] = torch.ones_like(w)
+    sched.masks["conv1.weight"][2] = 0.0
+    sched.on_epoch_begin(9)  # the rule is over; the mask still clears
+    w.grad = torch.ones_like(w)
+    optimizer.step()
+    sched.after_step(0.1)
+    assert (buffer[2] == 0).all() and (buffer[3] != 0).all()
+
+
 def test_state_dict_round_trips_masks(model):
     bound, sched = _fire_mask(model)
     buffer = io.BytesIO()
