@@ -1,22 +1,23 @@
 """Structured sparsity on LeNet-5 (after Wen et al. 2016, SSL): how many conv filters does the
 filter-wise group-lasso schedule remove, at what accuracy, compared with the dense baseline?
 
-Runs ``compress train`` (the real CLI, one subprocess per run, same seed and same ``--epochs``):
+Runs ``compress train`` (the real CLI, one subprocess per run, the same ``--epochs`` everywhere),
+for each seed (default 0, 1, 2) with that ``--seed``:
 
     1. schedules/lenet5-baseline.yaml                  dense baseline
     2. schedules/lenet5-filters.yaml                   group lasso over filters, mode: proximal
-    3. the same schedule with every rule in mode: penalty (a temporary copy)
+    3. the same schedule with every rule in mode: penalty (a temporary copy; first seed only)
 
 and reads what each run wrote (``summary.json`` and the final ``checkpoint.pt``). Filters are
 counted from the final weights: a filter is gone when it is exactly zero. MACs: conv1's scale with
 its live filters; conv2's with its live filters times its live input channels, which are conv1's
 live filters (removing a filter of conv1 removes that input channel of conv2).
 
-Target: at most 5 of 20 filters left in conv1, at most 19 of 50 in conv2, and a top-1 (final
-epoch) no more than 0.5 point under the baseline's.
+Target, on every seed: at most 5 of 20 filters left in conv1, at most 19 of 50 in conv2, and a
+top-1 (final epoch) no more than 0.5 point under that seed's baseline.
 
     python benchmarks/lenet5_ssl.py                   # epochs from the SSL schedule's config
-    python benchmarks/lenet5_ssl.py --epochs 3 --no-penalty    # quick smoke run (target not expected)
+    python benchmarks/lenet5_ssl.py --seeds 0 --epochs 3 --no-penalty   # quick smoke run (target not expected)
 """
 
 from __future__ import annotations
@@ -207,8 +208,8 @@ def one_seed(args: argparse.Namespace, seed: int, epochs: int, out_dir: Path, tm
         print(history(run["run"]))
     met = True
     for label in [k for k in runs if k != "baseline"]:
-        verdict = report(label, runs[label], base)
-        met = met if verdict is None else verdict
+        result = report(label, runs[label], base)
+        met = met if result is None else result
     return met
 
 
@@ -218,11 +219,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one baseline + SSL pair per seed")
     parser.add_argument("--baseline", type=Path, default=ROOT / "schedules/lenet5-baseline.yaml")
     parser.add_argument("--schedule", type=Path, default=ROOT / "schedules/lenet5-filters.yaml")
-    parser.add_argument("--no-penalty", action="store_true", help="skip the penalty-mode run (first seed only)")
+    parser.add_argument("--no-penalty", action="store_true", help="skip the penalty-mode run (first seed)")
     parser.add_argument("--out-dir", type=Path, default=None, help="keep the runs here (default: a temp dir)")
     parser.add_argument("--verbose", action="store_true", help="show each run's output")
     args = parser.parse_args(argv)
     epochs = args.epochs or schedule_epochs(args.schedule)
+    sys.stdout.reconfigure(line_buffering=True)  # minutes per seed: show each result as it comes
 
     tmp = tempfile.TemporaryDirectory(prefix="compress-ssl-")
     out_dir = args.out_dir or Path(tmp.name)
