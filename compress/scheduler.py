@@ -2,8 +2,8 @@
 
     on_epoch_begin(epoch)          which rules are active this epoch
     before_step()                  after backward: penalty-mode gradients into .grad
-    after_step(lr)                 after optimizer.step(): proximal steps, thresholds, kept masks
-                                   (and the optimizer momentum of what they zero)
+    after_step(lr)                 after optimizer.step(): proximal steps and thresholds (clearing the
+                                   optimizer momentum of what they zero), kept masks
     on_epoch_end(epoch, metrics)   keep_mask fires at a rule's last active epoch; lr schedulers step
 
 The loop knows nothing else about regularization; this class knows nothing about data.
@@ -181,7 +181,7 @@ class CompressionScheduler:
         self.value_every = value_every
         self._epoch, self._step = -1, 0  # position in the epoch, for sampling; kept in state_dict
         self.thinner = thinner  # compress.thinning.state.Thinner: removes zero structures at its epochs
-        self.optimizer = optimizer  # its momentum is cleared where a proximal step, threshold or mask zeroes
+        self.optimizer = optimizer  # its momentum is cleared where a proximal step or threshold zeroes
         self.lr_schedulers = []
         if schedule is not None and optimizer is not None:
             self.lr_schedulers = [
@@ -227,8 +227,8 @@ class CompressionScheduler:
     def after_step(self, lr: float) -> dict[str, torch.Tensor]:
         """Proximal steps, thresholds, then kept masks; returns proximal rules' values at the new weights.
 
-        Whatever these zero also loses its optimizer momentum, so a zero stays zero unless the
-        next gradient step alone moves it out (what the proximal gradient method means)."""
+        What a proximal step or threshold zeroes also loses its optimizer momentum, so a zero stays
+        zero unless the next gradient step alone moves it out (what the proximal gradient method means)."""
         for bound in self._proximal_rules:
             for t in bound.targets:
                 for group in t.groups:
@@ -240,9 +240,8 @@ class CompressionScheduler:
                         keep = G.group_statistic(t.param, group, bound.rule.threshold_criterion) >= t.threshold
                         t.param.mul_(keep)
                         self._clear_moments(t.param, keep)
-        for name, mask in self.masks.items():
+        for name, mask in self.masks.items():  # re-applied every step, so their momentum cannot matter
             self.params[name].mul_(mask)
-            self._clear_moments(self.params[name], mask)
         sample = self._step % self.value_every == 0
         self._step += 1
         return {bound.rule.name: self._value(bound) for bound in self._proximal_rules} if sample else {}
