@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from textwrap import dedent
 
 import pytest
 import torch
@@ -76,3 +77,32 @@ def invoke(*args: str):
     from compress.cli import main
 
     return CliRunner().invoke(main, list(args))
+
+
+def yaml_text(text: str) -> str:
+    return dedent(text).lstrip("\n")
+
+
+def line_no(text: str, snippet: str) -> int:
+    """1-based line of the one line of ``text`` that contains ``snippet``."""
+    hits = [i for i, line in enumerate(text.splitlines(), start=1) if snippet in line]
+    assert len(hits) == 1, f"{snippet!r} occurs on lines {hits}"
+    return hits[0]
+
+
+def located_parse_errors(text: str, match: str, source: str) -> list[Diagnostic]:
+    """Parse, expect a CompressError whose text matches ``match``; every entry must be located."""
+    with pytest.raises(CompressError, match=match) as info:
+        parse_schedule(text, source)
+    for d in info.value.diagnostics:
+        assert d.file == source, d
+        assert isinstance(d.line, int) and d.line >= 1, d
+        assert d.field, d
+        assert not d.warning, d
+    return info.value.diagnostics
+
+
+def only(diagnostics: list[Diagnostic], field: str) -> Diagnostic:
+    found = [d for d in diagnostics if d.field == field]
+    assert len(found) == 1, f"{field}: {diagnostics}"
+    return found[0]

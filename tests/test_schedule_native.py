@@ -10,14 +10,13 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from textwrap import dedent
 
 import pytest
 
 from compress.errors import CompressError, Diagnostic
 from compress.schedule import Epochs, LRSchedulerSpec, Rule, Schedule, Target, load_schedule, parse_schedule
 from compress.scheduler import bind
-from tests.helpers import invoke, located_bind_errors, normalized
+from tests.helpers import invoke, line_no, located_bind_errors, located_parse_errors, normalized, only, yaml_text
 
 SRC = "native.yaml"
 HERE = Path(__file__).parent / "schedules"
@@ -26,38 +25,12 @@ HERE = Path(__file__).parent / "schedules"
 # ----------------------------------------------------------------------------- helpers
 
 
-def yaml_text(text: str) -> str:
-    return dedent(text).lstrip("\n")
-
-
-def line_no(text: str, snippet: str) -> int:
-    """1-based line of the one line of ``text`` that contains ``snippet``."""
-    hits = [i for i, line in enumerate(text.splitlines(), start=1) if snippet in line]
-    assert len(hits) == 1, f"{snippet!r} occurs on lines {hits}"
-    return hits[0]
-
-
 def parse(text: str) -> Schedule:
     return parse_schedule(yaml_text(text), SRC)
 
 
 def errors_of(text: str, match: str) -> list[Diagnostic]:
-    """Parse, expect a CompressError whose text matches ``match``; every entry must be located."""
-    with pytest.raises(CompressError, match=match) as info:
-        parse_schedule(text, SRC)
-    diagnostics = info.value.diagnostics
-    for d in diagnostics:
-        assert d.file == SRC, d
-        assert isinstance(d.line, int) and d.line >= 1, d
-        assert d.field, d
-        assert not d.warning, d
-    return diagnostics
-
-
-def only(diagnostics: list[Diagnostic], field: str) -> Diagnostic:
-    found = [d for d in diagnostics if d.field == field]
-    assert len(found) == 1, f"{field}: {diagnostics}"
-    return found[0]
+    return located_parse_errors(text, match, SRC)
 
 
 def rule_text(**fields: str) -> str:
