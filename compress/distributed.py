@@ -8,6 +8,7 @@ trajectory as one process with the same batch size and seed (up to float summati
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -52,6 +53,14 @@ class World:
             return flag
         return bool(self.sum(torch.tensor([float(flag)], device=device)).item() > 0)
 
+    def max(self, value: int, device: torch.device) -> int:
+        """The largest of every process's ``value`` (a collective: all processes must call it)."""
+        if not self.distributed:
+            return value
+        tensor = torch.tensor([value], device=device, dtype=torch.int64)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return int(tensor.item())
+
 
 SINGLE = World()
 
@@ -87,6 +96,19 @@ def wrap(model: torch.nn.Module, world: World, device: torch.device) -> torch.nn
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
-def leave(world: World) -> None:
-    if world.distributed and dist.is_initialized():
-        dist.destroy_process_group()
+def leave(world: World, *, together: bool) -> None:
+    """Leave the process group so that no rank aborts at exit. The caller must have dropped the DDP
+    wrapper first: it holds the process group, which then outlives ``destroy_process_group`` and keeps
+    gloo's worker threads running into interpreter shutdown, where a worker still releasing the last
+    all-reduce's tensor needs the GIL and aborts the process ("terminate called without an active
+    exception", 1 run in 4 on 2 CPU processes). Destroyed here, the group joins its threads first.
+
+    ``together``: every process reached this point at the same step (a finished run, or a stop or
+    divergence that ``World.any`` decided for all), so each waits for the first to finish writing;
+    after any other error a peer may never arrive, and nobody waits."""
+    if not (world.distributed and dist.is_initialized()):
+        return
+    if together:
+        dist.barrier()
+    gc.collect()  # the DDP wrapper sits in reference cycles (its hooks): free it before the group goes
+    dist.destroy_process_group()

@@ -11,7 +11,7 @@ from torch import nn
 
 from compress.config import RunConfig
 from compress.data import DataBundle, DataOptions, build_dataset, dataset_shape
-from compress.distributed import SINGLE, World, init_world, wrap
+from compress.distributed import SINGLE, World, init_world, leave, wrap
 from compress.errors import CompressError, Diagnostic
 from compress.models import build_model
 from compress.models.pretrained import load_pretrained
@@ -105,6 +105,11 @@ class Experiment:
     base_spec: dict | None = None  # the thinned architecture the run started from, if any
     world: World = SINGLE  # the torchrun processes (one process: SINGLE)
     train_model: nn.Module | None = None  # what the loop calls: the model, or its DDP wrapper
+
+    def close(self, *, together: bool) -> None:
+        """Under torchrun: drop the DDP wrapper, then leave the process group (see ``leave``)."""
+        self.train_model = None
+        leave(self.world, together=together)
 
     @property
     def thinned_spec(self) -> dict | None:

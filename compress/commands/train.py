@@ -13,7 +13,6 @@ from typing import Any
 from compress.checkpoint import save_checkpoint
 from compress.commands.summary import evaluate_test, finish
 from compress.config import RunConfig
-from compress.distributed import leave
 from compress.errors import CompressError
 from compress.experiment import Experiment, build_experiment
 from compress.resume import Resume, load_weights, restore_rng, rng_state
@@ -188,51 +187,61 @@ def run_training(
             why = f"top1 {result.top1:.2f}, sparsity {totals['sparsity']:.2f}%; rule: {best_rule.describe()}"
             echo(f"best.pt <- epoch {result.epoch} ({why})")
 
-    with StopOnSignal() as stop:
-        try:
-            results = fit(
-                exp.train_model or exp.model,
-                exp.data.train,
-                exp.data.val,
-                exp.optimizer,
-                exp.scheduler,
-                epochs=config.epochs,
-                device=exp.device,
-                start_epoch=at.next_epoch,
-                start_step=at.next_step,
-                start_totals=at.totals,
-                limit_batches=config.limit_batches,
-                progress=tqdm_progress if progress and main else None,
-                on_epoch_end=after_epoch,
-                should_stop=stop.requested,
-                world=exp.world,
-            )
-        except Interrupted as stopped:
-            at.next_epoch, at.next_step, at.totals = stopped.epoch, stopped.step, stopped.totals.summed(exp.world)
-            if main:
-                save_checkpoint(checkpoint_state(exp, at, top1=None, interrupted=True), run_dir / "checkpoint.pt")
-            name = signal.Signals(stop.signum).name
-            saved = run_dir / "checkpoint.pt"
-            echo(f"{name}: stopped in epoch {stopped.epoch} before step {stopped.step}; saved {saved}")
-            echo(f"resume with: compress train --resume {run_dir}")
-            sys.exit(128 + stop.signum)
-        except Diverged as diverged:
-            last = f"{run_dir / 'checkpoint.pt'} (after epoch {at.next_epoch - 1})" if at.next_epoch else "none yet"
-            raise CompressError(
-                f"{diverged}. Stopped; the last good checkpoint is {last}. "
-                "Lower the rule strengths or the learning rate"
-            ) from None
-        finally:
-            if board is not None:
-                board.close()
-    test = evaluate_test(exp)  # every process takes part
-    if main:
-        best = {"top1": at.best_top1, "epoch": at.best_epoch, "rule": best_rule.describe()}
-        layers = measure_sparsity(exp.model, touched)
-        finish(exp, files, results, best, layers, echo, plots=plots, test=test)
-    leave(exp.world)
+    together = False  # whether every process ended at the same point (then they leave together)
+    try:
+        with StopOnSignal() as stop:
+            try:
+                results = fit(
+                    exp.train_model or exp.model,
+                    exp.data.train,
+                    exp.data.val,
+                    exp.optimizer,
+                    exp.scheduler,
+                    epochs=config.epochs,
+                    device=exp.device,
+                    start_epoch=at.next_epoch,
+                    start_step=at.next_step,
+                    start_totals=at.totals,
+                    limit_batches=config.limit_batches,
+                    progress=tqdm_progress if progress and main else None,
+                    on_epoch_end=after_epoch,
+                    should_stop=stop.requested,
+                    world=exp.world,
+                )
+            except Interrupted as stopped:  # every process stops at the same step (World.any)
+                together = True
+                _save_interrupted(exp, at, stopped, run_dir)
+                signum = exp.world.max(stop.signum or 0, exp.device)  # a process may stop for another's signal
+                echo(f"{signal.Signals(signum).name}: stopped in epoch {stopped.epoch} before step {stopped.step}; "
+                     f"saved {run_dir and run_dir / 'checkpoint.pt'}")  # fmt: skip
+                echo(f"resume with: compress train --resume {run_dir}")
+                sys.exit(128 + signum)
+            except Diverged as diverged:  # decided for every process at the same step (World.any)
+                together = True
+                last = f"{run_dir / 'checkpoint.pt'} (after epoch {at.next_epoch - 1})" if at.next_epoch else "none yet"
+                raise CompressError(
+                    f"{diverged}. Stopped; the last good checkpoint is {last}. "
+                    "Lower the rule strengths or the learning rate"
+                ) from None
+            finally:
+                if board is not None:
+                    board.close()
+        test = evaluate_test(exp)  # every process takes part
+        if main:
+            best = {"top1": at.best_top1, "epoch": at.best_epoch, "rule": best_rule.describe()}
+            layers = measure_sparsity(exp.model, touched)
+            finish(exp, files, results, best, layers, echo, plots=plots, test=test)
+        together = True
+    finally:
+        exp.close(together=together)  # after the first process has written everything
     echo(f"run directory: {run_dir}")
     return results
+
+
+def _save_interrupted(exp: Experiment, at: Progress, stopped: Interrupted, run_dir) -> None:
+    at.next_epoch, at.next_step, at.totals = stopped.epoch, stopped.step, stopped.totals.summed(exp.world)
+    if exp.world.is_main:
+        save_checkpoint(checkpoint_state(exp, at, top1=None, interrupted=True), run_dir / "checkpoint.pt")
 
 
 def _silent(*_args: Any, **_kwargs: Any) -> None:
