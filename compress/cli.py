@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from compress.config import MAXIMA, OPTIMIZERS, RunConfig, load_config_file, resolve_config
+from compress.config import MAXIMA, OPTIMIZERS, Settings, layered_settings, load_config_file
 from compress.errors import CompressError, Diagnostic
 
 FILE = click.Path(path_type=Path, dir_okay=True)  # existence is checked by our readers, with our message
@@ -34,9 +34,14 @@ class CompressGroup(click.Group):
         try:
             return super().invoke(ctx)
         except CompressError as exc:
-            for diagnostic in exc.diagnostics:
+            for diagnostic in sorted(exc.diagnostics, key=_where):
                 click.echo(f"error: {diagnostic}" if not diagnostic.file else str(diagnostic), err=True)
             sys.exit(2)
+
+
+def _where(d: Diagnostic) -> tuple[str, int]:
+    """Errors sorted by file and line (those without a file first, as given)."""
+    return (d.file or "", d.line or 0)
 
 
 def join_best(args: list[str]) -> list[str]:
@@ -67,14 +72,21 @@ def _load_schedule(path: Path):
     return load_schedule(path, defer_errors=True)
 
 
-def _config_layers(schedule, config_path: Path | None, flags: dict[str, Any], base: dict | None = None) -> RunConfig:
-    layers: list[dict[str, Any]] = [base] if base else []
-    if schedule is not None and schedule.config:
-        layers.append(load_config_file(schedule.config, f"{schedule.source}: config"))
-    if config_path is not None:
-        layers.append(load_config_file(config_path))
-    layers.append(flags)
-    return resolve_config(layers)
+def _settings(schedule, config_path: Path | None, flags: dict[str, Any], base: dict | None = None) -> Settings:
+    """The run settings; a config file that cannot be read is reported together with the schedule's
+    own errors (one round shows every mistake)."""
+    settings = layered_settings(schedule, config_path, flags, base)
+    if settings.problems:
+        from compress.experiment import plan
+
+        errors = list(settings.problems)
+        if schedule is not None:
+            try:
+                plan(schedule, settings.config)
+            except CompressError as exc:
+                errors += exc.diagnostics
+        raise CompressError(errors)
+    return settings
 
 
 def run_options(f):
@@ -152,7 +164,7 @@ def train(
         schedule, config, run = _resume_setup(resume, reset_optimizer, schedule_path, config_path, flags)
     else:
         schedule = _load_schedule(schedule_path)
-        config = _config_layers(schedule, config_path, flags)
+        config = _settings(schedule, config_path, flags).config
     show_progress = sys.stderr.isatty() if progress is None else progress
     run_training(schedule, config, overwrite=overwrite, progress=show_progress, echo=click.echo,
                  warn=_print_warnings, resume=run, plots=plots)  # fmt: skip
@@ -169,7 +181,7 @@ def _resume_setup(path: Path, reset: bool, schedule_path: Path | None, config_pa
         schedule = parse_schedule(run.state["schedule_text"], run.state["schedule_source"], defer_errors=True)
     if reset:
         base = {k: v for k, v in run.state["config"].items() if k != "name"}
-        return schedule, _config_layers(schedule, config_path, flags, base=base), run
+        return schedule, _settings(schedule, config_path, flags, base=base).config, run
     check_same_schedule(run, schedule.text if schedule_path else None, str(schedule_path))
     layers = [load_config_file(config_path)] if config_path else []
     return schedule, exact_config(run, [*layers, flags]), run
@@ -187,13 +199,14 @@ def check(schedule_path: Path | None, config_path: Path | None, list_params: boo
     if schedule_path is None and not list_params:
         raise click.UsageError("give --schedule to check, or --list-params to list the model's parameters")
     schedule = _load_schedule(schedule_path) if schedule_path else None
-    config = _config_layers(schedule, config_path, flags)
+    settings = _settings(schedule, config_path, flags)
+    config = settings.config
     if list_params:
         click.echo(format_params(build_model_for(config), config.arch))
     if schedule is not None:
         model, rules, warnings = plan(schedule, config)
         _print_warnings(warnings)
-        click.echo(format_plan(schedule, config, rules, model))
+        click.echo(format_plan(schedule, config, rules, model, arch_given=settings.arch_given))
 
 
 @main.command()

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from compress.errors import CompressError, Diagnostic
 from compress.yamlio import FieldChecker, YamlMap, parse_yaml, read_text
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -110,6 +111,43 @@ def _read(check: FieldChecker, data: YamlMap, key: str) -> Any:
         check.error(data.line_of(key), key, f"must be < 1 (a share of the training images), got {value}")
         return None
     return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The run settings from every layer, and the problems of the config files that could not be read
+    (located; reported together with the schedule's own, so one round shows every mistake)."""
+
+    config: RunConfig
+    problems: tuple[Diagnostic, ...] = ()
+    arch_given: bool = True  # False: the built-in default model, which no layer named
+
+
+def layered_settings(schedule: Any, config_path: Path | None, flags: dict[str, Any],
+                     base: dict[str, Any] | None = None) -> Settings:  # fmt: skip
+    """Defaults < ``base`` < the schedule's ``config:`` < ``--config`` < flags."""
+    layers: list[dict[str, Any]] = [base] if base else []
+    problems: list[Diagnostic] = []
+    files = []
+    if schedule is not None and schedule.config:
+        files.append((schedule.config, f"{schedule.source}: config", (schedule.source, schedule.config_line)))
+    if config_path is not None:
+        files.append((config_path, "--config", None))
+    for path, what, named_at in files:
+        try:
+            layers.append(load_config_file(path, what))
+        except CompressError as exc:
+            problems += [_located(d, what, named_at) for d in exc.diagnostics]
+    layers.append(flags)
+    arch_given = any(layer.get("arch") is not None for layer in layers)
+    return Settings(resolve_config(layers), tuple(problems), arch_given)
+
+
+def _located(d: Diagnostic, what: str, named_at: tuple[str, int | None] | None) -> Diagnostic:
+    """A config file the schedule names that cannot be read: an error at the schedule's config: line."""
+    if d.file is not None or named_at is None:
+        return d
+    return Diagnostic(d.message.removeprefix(f"{what}: "), named_at[0], named_at[1], "config")
 
 
 def resolve_config(layers: list[dict[str, Any]]) -> RunConfig:

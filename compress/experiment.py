@@ -88,7 +88,8 @@ def plan(
         rebuild(model, thinned_spec)
     notes = load_pretrained(model, config.pretrained) if config.pretrained else []
     model = model.to(device or "cpu")
-    rules, warnings = bind(schedule, model, epochs=config.epochs, weight_decay=config.weight_decay)
+    rules, warnings = bind(schedule, model, epochs=config.epochs, weight_decay=config.weight_decay,
+                           model_name=config.arch)  # fmt: skip
     return model, rules, [Diagnostic(note) for note in notes] + warnings
 
 
@@ -120,7 +121,7 @@ class Experiment:
 
 def build_experiment(schedule: Schedule, config: RunConfig, thinned_spec: dict | None = None) -> Experiment:
     world, device = init_world(resolve_device(config.device))
-    if world.distributed and schedule.thinning is not None:
+    if world.distributed and schedule.thinning:
         raise CompressError("thin: thinning during a torchrun run is not supported yet; thin the checkpoint "
                             "afterwards with compress thin, then fine-tune it with --resume")  # fmt: skip
     model, rules, warnings = plan(schedule, config, device, thinned_spec)
@@ -133,7 +134,7 @@ def build_experiment(schedule: Schedule, config: RunConfig, thinned_spec: dict |
         weight_decay=config.weight_decay,
     )
     thinner = None
-    if schedule.thinning is not None:
+    if schedule.thinning:
         from compress.thinning.state import Thinner
 
         thinner = Thinner(schedule.thinning, config.epochs, model, example_input(config), optimizer, thinned_spec)

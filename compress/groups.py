@@ -81,20 +81,38 @@ def _reduce(values: torch.Tensor, dims: tuple[int, ...], op: str) -> torch.Tenso
     return values.mean(dim=dims, keepdim=True)
 
 
-def group_norms(weight: torch.Tensor, group: str) -> torch.Tensor:
-    """L2 norm of every group, shaped to broadcast against ``weight``."""
+def group_norms(weight: torch.Tensor, group: str, eps: float = 0.0) -> torch.Tensor:
+    """L2 norm of every group, shaped to broadcast against ``weight``; ``eps`` is added under the
+    square root (``sqrt(sum w^2 + eps)``, Distiller's channel norm) where it is not 0."""
     dims = GROUPS[group].dims(weight.dim())
+    if eps:
+        squares = weight.pow(2)
+        return (squares.sum(dim=dims, keepdim=True) if dims else squares).add_(eps).sqrt_()
     if not dims:
         return weight.abs()
     return torch.linalg.vector_norm(weight, dim=dims, keepdim=True)
 
 
 def group_statistic(weight: torch.Tensor, group: str, criterion: str) -> torch.Tensor:
-    """The number a threshold is compared with: ``norm``, or Distiller's ``mean_abs`` / ``max``."""
+    """The number a threshold is compared with: ``norm`` (L2), ``max`` (largest magnitude),
+    ``mean_abs`` (the L1 norm over the group's size), or ``distiller_mean_abs``: the same, except
+    that for ``rows`` and ``cols`` of a 2-D weight it divides by the other dimension's length, as
+    Distiller's ``sub_matrix_norm`` did (a row's sum over the number of rows)."""
     if criterion == "norm":
         return group_norms(weight, group)
     dims = GROUPS[group].dims(weight.dim())
-    return _reduce(weight.abs(), dims, "amax" if criterion == "max" else "mean")
+    if criterion == "max":
+        return _reduce(weight.abs(), dims, "amax")
+    kept = [d for d in range(weight.dim()) if d not in dims]
+    swapped = criterion == "distiller_mean_abs" and group in ("rows", "cols")
+    size = prod(weight.shape[d] for d in (kept if swapped else dims))
+    return _reduce(weight.abs(), dims, "sum").div_(size)
+
+
+def kept_by_threshold(weight: torch.Tensor, group: str, criterion: str, threshold: float) -> torch.Tensor:
+    """1.0 where a group's statistic is above ``threshold`` (it stays), 0.0 where it is at or below
+    (it is zeroed): Distiller's boundary, ``statistic > threshold`` keeps."""
+    return group_statistic(weight, group, criterion).gt(threshold).to(weight.dtype)
 
 
 def zero_groups(weight: torch.Tensor, group: str) -> torch.Tensor:

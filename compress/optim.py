@@ -1,15 +1,12 @@
-"""Optimizers (registry) and ``torch.optim.lr_scheduler`` classes by name, checked against their signatures."""
+"""Optimizers (registry) and the optimizer state that proximal steps and thresholds clear."""
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Iterable
 
 import torch
-from torch.optim import lr_scheduler as torch_lr
 
-from compress.errors import CompressError, Diagnostic, suggest
-from compress.schedule.model import LRSchedulerSpec
+from compress.errors import CompressError, suggest
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "sgd": lambda params, lr, momentum, nesterov, weight_decay: torch.optim.SGD(
@@ -52,56 +49,3 @@ def build_optimizer(
     if nesterov and (name != "sgd" or momentum <= 0):
         raise CompressError("--nesterov: needs --optimizer sgd with --momentum > 0")
     return OPTIMIZERS[name](params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
-
-
-def lr_scheduler_classes() -> dict[str, type]:
-    names = {}
-    for name, obj in vars(torch_lr).items():
-        if inspect.isclass(obj) and not name.startswith("_") and name not in ("LRScheduler", "_LRScheduler"):
-            if issubclass(obj, torch_lr.LRScheduler) or name == "ReduceLROnPlateau":
-                names[name] = obj
-    return names
-
-
-def check_lr_scheduler(spec: LRSchedulerSpec, source: str) -> list[Diagnostic]:
-    """Problems with one spec, found by building it on a throwaway optimizer (so torch checks types too)."""
-    field = f"lr_scheduler {spec.cls}"
-    classes = lr_scheduler_classes()
-    if spec.cls not in classes:
-        valid = ", ".join(sorted(classes))
-        return [
-            Diagnostic(
-                f"unknown class {spec.cls!r}{suggest(spec.cls, classes)}; valid: {valid}", source, spec.line, field
-            )
-        ]
-    cls = classes[spec.cls]
-    params = inspect.signature(cls.__init__).parameters
-    accepted = {n for n in params if n not in ("self", "optimizer")}
-    problems = []
-    for key, _ in spec.args:
-        if key not in accepted:
-            hint = suggest(key, accepted) or f"; valid: {', '.join(sorted(accepted))}"
-            problems.append(
-                Diagnostic(f"{spec.cls} takes no argument {key!r}{hint}", source, spec.line, f"{field}.{key}")
-            )
-    required = [n for n, p in params.items() if n in accepted and p.default is inspect.Parameter.empty]
-    required = [
-        n for n in required if params[n].kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
-    ]
-    for name in required:
-        if name not in dict(spec.args):
-            problems.append(Diagnostic(f"{spec.cls} needs argument {name!r}", source, spec.line, field))
-    if not problems:
-        dummy = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-        try:
-            cls(dummy, **dict(spec.args))
-        except Exception as exc:  # user-supplied arguments: whatever torch raises is the user's to fix
-            problems.append(Diagnostic(f"{spec.cls} rejects its arguments: {exc}", source, spec.line, field))
-    return problems
-
-
-def build_lr_scheduler(spec: LRSchedulerSpec, optimizer: torch.optim.Optimizer, source: str):
-    problems = check_lr_scheduler(spec, source)
-    if problems:
-        raise CompressError(problems)
-    return lr_scheduler_classes()[spec.cls](optimizer, **dict(spec.args))

@@ -1,7 +1,7 @@
 """Registry of penalties. Each knows three things about ``strength * R(w)`` on one weight:
 
 - ``value``: the penalty, for logging (no autograd graph);
-- ``add_gradient``: ``grad += strength * dR/dw`` (penalty mode, Distiller's semantics);
+- ``gradient``: ``strength * dR/dw`` (penalty mode, Distiller's semantics; ``add_gradient`` adds it);
 - ``proximal``: ``w <- prox_{t R}(w)`` with ``t = lr * strength`` (proximal mode, exact zeros); it
   returns where ``w`` is still alive as 1.0 / 0.0 (broadcastable to ``w``) so the caller can also
   clear the optimizer's momentum of what the step zeroed, or ``None`` when the operator zeroes
@@ -25,18 +25,32 @@ NORM_FLOOR = torch.finfo(torch.float32).tiny ** 0.5  # ~1.1e-19
 
 
 class Penalty:
-    name: str = ""
-    grouped: bool = False  # True: acts on groups from groups.py; False: on single weights
+    """``grouped``: acts on groups from groups.py (else on single weights); ``has_proximal``: has a
+    proximal operator (``mode: proximal``); ``only_groups``: the groups it is defined for (None: any)."""
 
-    def value(self, w: torch.Tensor, group: str, strength: float) -> torch.Tensor:
+    name: str = ""
+    grouped: bool = False
+    has_proximal: bool = True
+    only_groups: tuple[str, ...] | None = None
+
+    def value(self, w: torch.Tensor, group: str, strength: float, eps: float = 0.0) -> torch.Tensor:
+        raise NotImplementedError
+
+    def gradient(
+        self, w: torch.Tensor, group: str, strength: float, value: bool = True, eps: float = 0.0
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The penalty's gradient (a new tensor) and its value (``None`` with ``value=False``:
+        computing it is a full pass over the weights, skipped on most steps). ``eps``: added under
+        each group norm's square root (Distiller's channel norms)."""
         raise NotImplementedError
 
     def add_gradient(
-        self, w: torch.Tensor, grad: torch.Tensor, group: str, strength: float, value: bool = True
+        self, w: torch.Tensor, grad: torch.Tensor, group: str, strength: float, value: bool = True, eps: float = 0.0
     ) -> torch.Tensor | None:
-        """Adds the penalty's gradient into ``grad`` in place; returns the penalty value (``None``
-        with ``value=False``: computing it is a full pass over the weights, skipped on most steps)."""
-        raise NotImplementedError
+        """``grad += gradient``; returns the value (see ``gradient``)."""
+        gradient, result = self.gradient(w, group, strength, value, eps)
+        grad.add_(gradient)
+        return result
 
     def proximal(self, w: torch.Tensor, group: str, t: float) -> torch.Tensor | None:
         raise NotImplementedError
@@ -50,12 +64,11 @@ class L1(Penalty):
 
     name = "l1"
 
-    def value(self, w, group, strength):
+    def value(self, w, group, strength, eps=0.0):
         return w.abs().sum() * strength
 
-    def add_gradient(self, w, grad, group, strength, value=True):
-        grad.add_(w.sign(), alpha=strength)
-        return self.value(w, group, strength) if value else None
+    def gradient(self, w, group, strength, value=True, eps=0.0):
+        return w.sign().mul_(strength), (self.value(w, group, strength) if value else None)
 
     def proximal(self, w, group, t):
         w.copy_(F.softshrink(w, t))
@@ -70,12 +83,11 @@ class L2(Penalty):
 
     name = "l2"
 
-    def value(self, w, group, strength):
+    def value(self, w, group, strength, eps=0.0):
         return w.pow(2).sum() * (strength / 2)
 
-    def add_gradient(self, w, grad, group, strength, value=True):
-        grad.add_(w, alpha=strength)
-        return self.value(w, group, strength) if value else None
+    def gradient(self, w, group, strength, value=True, eps=0.0):
+        return w * strength, (self.value(w, group, strength) if value else None)
 
     def proximal(self, w, group, t):
         w.div_(1.0 + t)
@@ -95,13 +107,19 @@ class GroupLasso(Penalty):
     name = "group_lasso"
     grouped = True
 
-    def value(self, w, group, strength):
-        return group_norms(w, group).sum() * strength
+    def value(self, w, group, strength, eps=0.0):
+        if _distiller_channels(w, group, eps):
+            return distiller_channel_norms(w, eps).sum() * strength
+        return group_norms(w, group, eps).sum() * strength
 
-    def add_gradient(self, w, grad, group, strength, value=True):
-        norms = group_norms(w, group)
-        grad.addcmul_(w, torch.where(norms > NORM_FLOOR, norms.reciprocal(), 0.0), value=strength)
-        return norms.sum() * strength if value else None
+    def gradient(self, w, group, strength, value=True, eps=0.0):
+        if _distiller_channels(w, group, eps):
+            return _autograd(lambda leaf: distiller_channel_norms(leaf, eps).sum().mul(strength), w, value)
+        norms = group_norms(w, group, eps)
+        # (w / ||w_g||) * strength: the operations, in the order, of autograd's gradient of strength *
+        # sum ||w_g|| (what Distiller computed), so the two agree to the last bit
+        gradient = torch.where(norms > NORM_FLOOR, w / norms, 0.0).mul_(strength)
+        return gradient, (norms.sum() * strength if value else None)
 
     def proximal(self, w, group, t):
         if t <= 0:
@@ -113,6 +131,60 @@ class GroupLasso(Penalty):
         return factor.sign()
 
 
+def distiller_channel_norms(w: torch.Tensor, eps: float) -> torch.Tensor:
+    """Distiller's channel norms of a conv weight, computed its way: each kernel's sum of squares,
+    summed over the filters per channel, plus ``eps``, square root."""
+    kernels = w.reshape(-1, w.size(2) * w.size(3)).pow(2).sum(dim=1)
+    return kernels.view(w.size(0), w.size(1)).t().sum(dim=1).add(eps).pow(1 / 2.0)
+
+
+def _distiller_channels(w: torch.Tensor, group: str, eps: float) -> bool:
+    """Distiller's GroupLassoRegularizer (which adds ``eps``) on a conv weight's channels."""
+    return bool(eps) and group == "channels" and w.dim() == 4
+
+
+def _autograd(term, w: torch.Tensor, value: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``d term(w) / dw`` through autograd, and the term: for terms whose gradient we do not write by
+    hand, or must compute exactly as autograd does (Distiller's channel norms)."""
+    with torch.enable_grad():
+        leaf = w.detach().requires_grad_(True)
+        result = term(leaf)
+        (gradient,) = torch.autograd.grad(result, leaf)
+    return gradient, (result.detach() if value else None)
+
+
+class GroupVariance(Penalty):
+    """``strength / var_c(||w_c||)``: the inverse of the variance of the channel norms (Torfi et al.
+    2018, Distiller's ``GroupVarianceRegularizer``), which pushes the channels apart, some up and
+    some towards zero. The variance is the unbiased one and each channel norm is ``sqrt(sum w^2 +
+    eps)``, as Distiller computes them. Channels only, penalty mode only (it has no proximal
+    operator). YAML::
+
+    - {name: spread, penalty: group_variance, groups: channels, strength: 1.0e-4, layers: ["conv2.weight"],
+       mode: penalty}
+    """
+
+    name = "group_variance"
+    grouped = True
+    has_proximal = False
+    only_groups = ("channels",)
+
+    @staticmethod
+    def _term(w: torch.Tensor, group: str, strength: float, eps: float) -> torch.Tensor:
+        norms = distiller_channel_norms(w, eps) if _distiller_channels(w, group, eps) else group_norms(w, group, eps)
+        return strength * (1 / norms.flatten().var())
+
+    def value(self, w, group, strength, eps=0.0):
+        return self._term(w, group, strength, eps)
+
+    def gradient(self, w, group, strength, value=True, eps=0.0):
+        # 1 / var has no closed-form gradient worth writing by hand
+        return _autograd(lambda leaf: self._term(leaf, group, strength, eps), w, value)
+
+    def proximal(self, w, group, t):
+        raise NotImplementedError("group_variance has no proximal operator")
+
+
 PENALTIES: dict[str, Penalty] = {}
 
 
@@ -121,7 +193,7 @@ def register(penalty: Penalty) -> Penalty:
     return penalty
 
 
-for _penalty in (L1(), L2(), GroupLasso()):
+for _penalty in (L1(), L2(), GroupLasso(), GroupVariance()):
     register(_penalty)
 
 
@@ -132,3 +204,8 @@ def get(name: str) -> Penalty:
 def penalty_kinds() -> dict[str, bool]:
     """name -> whether the penalty takes groups (the schedule readers' vocabulary)."""
     return {name: p.grouped for name, p in PENALTIES.items()}
+
+
+def penalty_traits() -> dict[str, tuple[bool, tuple[str, ...] | None]]:
+    """name -> (has a proximal operator, the only groups it takes or None)."""
+    return {name: (p.has_proximal, p.only_groups) for name, p in PENALTIES.items()}

@@ -1,10 +1,12 @@
 """Binds a ``Schedule`` to a model and applies it at the training loop's four hooks.
 
-    on_epoch_begin(epoch)          which rules are active this epoch
+    on_epoch_begin(epoch)          which rules are active this epoch; lr schedulers that start now set
+                                   their rate; Distiller-timed thinning (its first mini-batch)
     before_step()                  after backward: penalty-mode gradients into .grad
-    after_step(lr)                 after optimizer.step(): proximal steps and thresholds (clearing the
-                                   optimizer momentum of what they zero), kept masks
-    on_epoch_end(epoch, metrics)   keep_mask fires at a rule's last active epoch; lr schedulers step
+    after_step(lr)                 after optimizer.step(): proximal steps, kept masks, then thresholds
+                                   (Distiller's order), clearing the momentum of what they zero where
+                                   the rule says so
+    on_epoch_end(epoch, metrics)   keep_mask fires at the rule's epoch; thinning; lr schedulers step
 
 The loop knows nothing else about regularization; this class knows nothing about data.
 """
@@ -22,7 +24,8 @@ from torch import nn
 from compress import groups as G
 from compress import regularizers as R
 from compress.errors import CompressError, Diagnostic
-from compress.optim import build_lr_scheduler, check_lr_scheduler, moments
+from compress.lr import build_rates, check_lr_scheduler
+from compress.optim import moments
 from compress.schedule.model import Rule, Schedule
 
 _DP_PREFIX = re.compile(r"(^|\.)module\.")
@@ -43,11 +46,13 @@ class BoundTarget:
 class BoundRule:
     rule: Rule
     targets: list[BoundTarget]
-    last_epoch: int | None  # the last active epoch, None when the rule never ends inside the run
     penalty: R.Penalty = field(init=False)
 
     def __post_init__(self) -> None:
         self.penalty = R.get(self.rule.penalty)
+
+    def eps(self, group: str) -> float:
+        return self.rule.channel_epsilon if group == "channels" else 0.0
 
 
 def strip_dataparallel(name: str) -> str:
@@ -61,17 +66,17 @@ def match_parameters(pattern: str, names: list[str]) -> list[str]:
 
 
 def bind(
-    schedule: Schedule, model: nn.Module, *, epochs: int, weight_decay: float = 0.0
+    schedule: Schedule, model: nn.Module, *, epochs: int, weight_decay: float = 0.0, model_name: str | None = None
 ) -> tuple[list[BoundRule], list[Diagnostic]]:
     """Resolve every rule against the model. Raises one ``CompressError`` with every problem;
     returns the bound rules and the warnings."""
     params = dict(model.named_parameters())
     out: list[Diagnostic] = list(schedule.problems)
+    unmatched: list[Diagnostic] = []
     bound = []
     for rule in schedule.rules:
-        targets = _bind_targets(rule, params, schedule.source, out)
-        last = _last_active_epoch(rule, epochs)
-        _timing_warnings(rule, epochs, last, schedule.source, out)
+        targets = _bind_targets(rule, params, schedule.source, out, unmatched)
+        _timing_warnings(rule, epochs, schedule.source, out)
         if rule.penalty == "l2" and weight_decay > 0 and targets:
             out.append(
                 Diagnostic(
@@ -83,21 +88,66 @@ def bind(
                     warning=True,
                 )
             )
-        bound.append(BoundRule(rule, targets, last))
+        bound.append(BoundRule(rule, targets))
+    _check_orphans(schedule, params, unmatched)
+    out += _summarized(unmatched, schedule, model_name)
     for spec in schedule.lr_schedulers:
-        out.extend(check_lr_scheduler(spec, schedule.source))
+        out.extend(check_lr_scheduler(spec, schedule.source, epochs))
         if not spec.epochs.active_epochs(epochs):
             message = f"never steps in a run of {epochs} epochs ({spec.epochs.describe()})"
             out.append(Diagnostic(message, schedule.source, spec.line, f"lr_scheduler {spec.cls}", warning=True))
+    for step in schedule.thinning:
+        _thinning_warnings(step, epochs, schedule.source, out)
     errors = [d for d in out if not d.warning]
     if errors:
         raise CompressError(errors)
     return bound, out
 
 
-def _bind_targets(rule: Rule, params: dict[str, nn.Parameter], source: str, out: list[Diagnostic]) -> list[BoundTarget]:
+def _summarized(unmatched: list[Diagnostic], schedule: Schedule, model_name: str | None) -> list[Diagnostic]:
+    """When most names of the schedule match nothing, the schedule is for another model: say that once
+    (and show a few of the names) instead of one line per parameter."""
+    total = sum(len(rule.targets) for rule in schedule.rules) + len(schedule.orphans)
+    if len(unmatched) < 4 or len(unmatched) * 2 <= total:
+        return unmatched
+    model = f"model {model_name}" if model_name else "the model"
+    first = unmatched[0]
+    summary = Diagnostic(f"{len(unmatched)} of the {total} parameter names match nothing in {model}: is the schedule "
+                         "written for another model? give --arch (compress models lists them)", first.file, first.line,
+                         first.field)  # fmt: skip
+    rest = Diagnostic(f"... and {len(unmatched) - 3} more names that match nothing", first.file, unmatched[3].line,
+                      unmatched[3].field)  # fmt: skip
+    return [summary, *unmatched[:3], rest]
+
+
+def _check_orphans(schedule: Schedule, params: dict[str, nn.Parameter], out: list[Diagnostic]) -> None:
+    """The parameter names of rules left out for their own errors: still checked, so that one round
+    reports every mistake."""
+    names = list(params)
+    for target in schedule.orphans:
+        if not match_parameters(target.pattern, names):
+            out.append(_unmatched(target, names, schedule.source, target.where or "layers"))
+
+
+def _unmatched(target, names: list[str], source: str, field: str) -> Diagnostic:
     import difflib
 
+    close = difflib.get_close_matches(strip_dataparallel(target.pattern), names, n=3, cutoff=0.4)
+    hint = f"; closest: {', '.join(close)}" if close else "; `compress check --list-params` lists them"
+    return Diagnostic(f"{target.pattern!r} matches no parameter of the model{hint}", source, target.line, field)
+
+
+def _thinning_warnings(step, epochs: int, source: str, out: list[Diagnostic]) -> None:
+    outside = [e for e in (step.epochs.listed or ()) if e >= epochs] if step.epochs is not None else []
+    never = step.epochs is not None and not step.at_end and not step.epochs_in(epochs)
+    if outside or never:
+        shown = ", ".join(map(str, outside)) or step.epochs.describe()
+        out.append(Diagnostic(f"thins in epoch {shown}, outside this run of {epochs} epochs (0-{epochs - 1}): "
+                              "it never fires there", source, step.line, step.name, warning=True))  # fmt: skip
+
+
+def _bind_targets(rule: Rule, params: dict[str, nn.Parameter], source: str, out: list[Diagnostic],
+                  unmatched: list[Diagnostic]) -> list[BoundTarget]:  # fmt: skip
     names = list(params)
     claimed: dict[str, str] = {}
     targets = []
@@ -105,11 +155,7 @@ def _bind_targets(rule: Rule, params: dict[str, nn.Parameter], source: str, out:
         field = target.where or f"rules[{rule.name}].layers"
         matched = match_parameters(target.pattern, names)
         if not matched:
-            close = difflib.get_close_matches(strip_dataparallel(target.pattern), names, n=3, cutoff=0.4)
-            hint = f"; closest: {', '.join(close)}" if close else "; `compress check --list-params` lists them"
-            out.append(
-                Diagnostic(f"{target.pattern!r} matches no parameter of the model{hint}", source, target.line, field)
-            )
+            unmatched.append(_unmatched(target, names, source, field))
             continue
         for name in matched:
             if name in claimed:
@@ -132,40 +178,24 @@ def _bind_targets(rule: Rule, params: dict[str, nn.Parameter], source: str, out:
     return targets
 
 
-def _last_active_epoch(rule: Rule, run_epochs: int) -> int | None:
-    """keep_mask fires at the end of this epoch. Found by walking the rule's own range, so a
-    frequency that skips the range's last epoch still fires (Distiller's bug)."""
-    e = rule.epochs
-    if e.listed is not None:
-        return max(e.listed)
-    if e.end is None:
-        return None
-    return e.start + (e.end - 1 - e.start) // e.frequency * e.frequency
-
-
-def _timing_warnings(rule: Rule, epochs: int, last: int | None, source: str, out: list[Diagnostic]) -> None:
+def _timing_warnings(rule: Rule, epochs: int, source: str, out: list[Diagnostic]) -> None:
     field = f"rules[{rule.name}].epochs"
     active = rule.epochs.active_epochs(epochs)
+    at = rule.keep_mask_at
     if not active:
-        out.append(
-            Diagnostic(
-                f"never active in a run of {epochs} epochs ({rule.epochs.describe()})",
-                source,
-                rule.line,
-                field,
-                warning=True,
-            )
-        )
-    elif rule.keep_mask and last is None:
-        message = "keep_mask needs an end epoch: this rule runs to the end of the run, so no mask is ever kept"
+        message = f"never active in a run of {epochs} epochs ({rule.epochs.describe()})"
         out.append(Diagnostic(message, source, rule.line, field, warning=True))
-    elif rule.keep_mask and last >= epochs:
-        message = f"keep_mask fires after epoch {last}, beyond this run's {epochs} epochs: no mask will be kept"
+    elif rule.keep_mask and at is not None and at >= epochs:
+        message = f"keep_mask fires after epoch {at}, beyond this run's {epochs} epochs: no mask will be kept"
+        out.append(Diagnostic(message, source, rule.line, field, warning=True))
+    elif rule.keep_mask and at is None and rule.epochs.last_active() is None:
+        message = "keep_mask needs an end epoch: this rule runs to the end of the run, so no mask is ever kept"
         out.append(Diagnostic(message, source, rule.line, field, warning=True))
 
 
 class CompressionScheduler:
-    """Applies bound rules and steps lr schedulers. ``state_dict`` holds the kept masks."""
+    """Applies bound rules, steps the learning rates and calls the thinner. ``state_dict`` holds the
+    kept masks, the lr schedulers' state and the position in the epoch."""
 
     def __init__(
         self,
@@ -182,11 +212,7 @@ class CompressionScheduler:
         self._epoch, self._step = -1, 0  # position in the epoch, for sampling; kept in state_dict
         self.thinner = thinner  # compress.thinning.state.Thinner: removes zero structures at its epochs
         self.optimizer = optimizer  # its momentum is cleared where a proximal step or threshold zeroes
-        self.lr_schedulers = []
-        if schedule is not None and optimizer is not None:
-            self.lr_schedulers = [
-                (s, build_lr_scheduler(s, optimizer, schedule.source)) for s in schedule.lr_schedulers
-            ]
+        self.rates = build_rates(schedule.lr_schedulers, optimizer) if schedule and optimizer else []
         self.masks: dict[str, torch.Tensor] = {}
         self.params = {t.param_name: t.param for r in rules for t in r.targets}
         # nothing acts until the loop says which epoch it is
@@ -204,47 +230,72 @@ class CompressionScheduler:
         self._penalty_rules = [r for r in self.active if r.rule.mode == "penalty"]
         self._proximal_rules = [r for r in self.active if r.rule.mode == "proximal"]
         self._thresholded = [r for r in self.active if any(t.threshold is not None for t in r.targets)]
+        for rate in self.rates:
+            rate.on_epoch_begin(epoch)
+        if self.thinner is not None and self._step == 0:  # not again when a resumed epoch goes on
+            self.thinner.on_epoch_begin(epoch, self)
 
     @torch.no_grad()
     def before_step(self) -> dict[str, torch.Tensor]:
-        """Penalty mode: add each term's exact gradient into ``.grad``; returns the terms' values."""
-        losses = {}
+        """Penalty mode: add each term's exact gradient into ``.grad``; returns the terms' values.
+
+        A weight under several terms gets their sum added at once, summed last term first: the order
+        in which autograd accumulates the gradients of terms added to the loss one after the other
+        (Distiller's way), so both give the same bits."""
+        losses: dict[str, torch.Tensor] = {}
+        terms: dict[nn.Parameter, list[torch.Tensor]] = {}
         sample = self._step % self.value_every == 0
         for bound in self._penalty_rules:
-            total = None
             for t in bound.targets:
-                if t.param.grad is None:
-                    t.param.grad = torch.zeros_like(t.param)
                 for group in t.groups:
-                    value = bound.penalty.add_gradient(t.param, t.param.grad, group, t.strength, value=sample)
+                    gradient, value = bound.penalty.gradient(t.param, group, t.strength, sample, bound.eps(group))
+                    terms.setdefault(t.param, []).append(gradient)
                     if value is not None:
-                        total = value if total is None else total + value
-            if total is not None:
-                losses[bound.rule.name] = total
+                        name = bound.rule.name
+                        losses[name] = losses[name] + value if name in losses else value
+        for param, gradients in terms.items():
+            total = gradients[-1]
+            for gradient in reversed(gradients[:-1]):
+                total = total.add_(gradient)
+            if param.grad is None:
+                param.grad = total
+            else:
+                param.grad.add_(total)
         return losses
 
     @torch.no_grad()
     def after_step(self, lr: float) -> dict[str, torch.Tensor]:
-        """Proximal steps, thresholds, then kept masks; returns proximal rules' values at the new weights.
+        """Proximal steps, kept masks, then thresholds (Distiller's order: masks first, so a threshold
+        sees the masked weights); returns proximal rules' values at the new weights.
 
-        What a proximal step or threshold zeroes also loses its optimizer momentum, so a zero stays
-        zero unless the next gradient step alone moves it out (what the proximal gradient method means)."""
+        Where the rule says so (``clear_momentum``, our default), what a proximal step or threshold
+        zeroes also loses its optimizer momentum, so a zero stays zero unless the next gradient step
+        alone moves it out (what the proximal gradient method means). Kept masks are re-applied every
+        step, so their momentum cannot matter."""
         for bound in self._proximal_rules:
             for t in bound.targets:
                 for group in t.groups:
-                    self._clear_moments(t.param, bound.penalty.proximal(t.param, group, lr * t.strength))
-        for bound in self._thresholded:
-            for t in bound.targets:
-                if t.threshold is not None:
-                    for group in t.groups:
-                        keep = G.group_statistic(t.param, group, bound.rule.threshold_criterion) >= t.threshold
-                        t.param.mul_(keep)
-                        self._clear_moments(t.param, keep)
-        for name, mask in self.masks.items():  # re-applied every step, so their momentum cannot matter
+                    alive = bound.penalty.proximal(t.param, group, lr * t.strength)
+                    if bound.rule.clear_momentum:
+                        self._clear_moments(t.param, alive)
+        for name, mask in self.masks.items():
             self.params[name].mul_(mask)
+        for bound in self._thresholded:
+            self._threshold(bound)
         sample = self._step % self.value_every == 0
         self._step += 1
         return {bound.rule.name: self._value(bound) for bound in self._proximal_rules} if sample else {}
+
+    def _threshold(self, bound: BoundRule) -> None:
+        """Zero every group whose statistic is at or below the threshold (Distiller's boundary)."""
+        for t in bound.targets:
+            if t.threshold is None:
+                continue
+            for group in t.groups:
+                keep = G.kept_by_threshold(t.param, group, bound.rule.threshold_criterion, t.threshold)
+                t.param.mul_(keep)
+                if bound.rule.clear_momentum:
+                    self._clear_moments(t.param, keep)
 
     def _clear_moments(self, param: nn.Parameter, keep: torch.Tensor | None) -> None:
         if keep is not None:
@@ -253,7 +304,7 @@ class CompressionScheduler:
 
     @staticmethod
     def _value(bound: BoundRule) -> torch.Tensor:
-        values = [bound.penalty.value(t.param, g, t.strength) for t in bound.targets for g in t.groups]
+        values = [bound.penalty.value(t.param, g, t.strength, bound.eps(g)) for t in bound.targets for g in t.groups]
         return torch.stack(values).sum()
 
     @torch.no_grad()
@@ -262,18 +313,14 @@ class CompressionScheduler:
         return {b.rule.name: float(self._value(b)) for b in self.rules}
 
     @torch.no_grad()
-    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float] | None) -> None:
         for bound in self.rules:
-            if bound.rule.keep_mask and bound.last_epoch == epoch:
+            if bound.rule.keep_mask_at == epoch:
                 self._keep_mask(bound)
         if self.thinner is not None:
-            self.thinner(epoch, self)
-        for spec, scheduler in self.lr_schedulers:
-            if spec.epochs.active(epoch):
-                if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                    scheduler.step(metrics["val_loss"])
-                else:
-                    scheduler.step()
+            self.thinner.on_epoch_end(epoch, self)
+        for rate in self.rates:
+            rate.on_epoch_end(epoch, metrics)
 
     def _keep_mask(self, bound: BoundRule) -> None:
         """Zero structures (of the rule's own groups) become permanent zeros."""
@@ -297,12 +344,12 @@ class CompressionScheduler:
     def state_dict(self) -> dict[str, Any]:
         return {
             "masks": {k: v.cpu() for k, v in self.masks.items()},
-            "lr_schedulers": [s.state_dict() for _, s in self.lr_schedulers],
+            "lr_schedulers": [rate.state_dict() for rate in self.rates],
             "position": [self._epoch, self._step],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.masks = {k: v.to(self.params[k].device) for k, v in state.get("masks", {}).items() if k in self.params}
-        for (_, scheduler), s in zip(self.lr_schedulers, state.get("lr_schedulers", []), strict=False):
-            scheduler.load_state_dict(s)
+        for rate, saved in zip(self.rates, state.get("lr_schedulers", []), strict=False):
+            rate.load_state_dict(saved)
         self._epoch, self._step = state.get("position", [-1, 0])

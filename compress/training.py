@@ -231,8 +231,8 @@ def fit(
         started = time.perf_counter()
         if hasattr(train_loader, "set_epoch"):
             train_loader.set_epoch(epoch)
-        lr = optimizer.param_groups[0]["lr"]
         hooks.on_epoch_begin(epoch)
+        lr = optimizer.param_groups[0]["lr"]  # the epoch's rate: a scheduler may set it as the epoch begins
         data_loss, rule_losses = train_one_epoch(
             model,
             train_loader,

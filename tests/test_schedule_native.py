@@ -90,6 +90,7 @@ def test_every_field_of_a_rule():
                 mode="penalty",
                 threshold_criterion="max",
                 keep_mask=True,
+                keep_mask_at=11,  # the last active epoch of [2, 12) every 3: 2, 5, 8, 11
             ),
         ),
         lr_schedulers=(LRSchedulerSpec("StepLR", (("step_size", 10), ("gamma", 0.1)), Epochs()),),
@@ -342,7 +343,7 @@ def test_unknown_top_level_key_suggests_the_closest():
 def test_unknown_key_without_a_close_match_lists_the_valid_keys():
     text = rule_text(colour="red")
     d = only(errors_of(text, "unknown key"), "rules[r].colour")
-    assert d.message.startswith("unknown key; valid keys: epochs, frequency, groups, keep_mask, layers, mode, name")
+    assert d.message.startswith("unknown key; valid keys: clear_momentum, epochs, frequency, groups, keep_mask, layers")
 
 
 def test_duplicate_key_is_an_error_naming_both_lines():
@@ -520,7 +521,7 @@ def test_bad_epoch_ranges(epochs, message):
 def test_unknown_penalty_lists_the_valid_ones():
     text = rule_text(penalty="lasso", groups=None)
     d = only(errors_of(text, "unknown value 'lasso'"), "rules[r].penalty")
-    assert d.message.endswith("valid: group_lasso, l1, l2")
+    assert d.message.endswith("valid: group_lasso, group_variance, l1, l2")
     assert d.line == line_no(text, "penalty:")
 
 
@@ -672,7 +673,7 @@ def test_bind_resolves_globs_to_parameters(lenet5):
         ("fc2.bias", (10,)),
     ]
     assert all(t.strength == 0.01 and t.groups == ("layer",) for t in bound.targets)
-    assert bound.last_epoch == 3
+    assert bound.rule.keep_mask_at == 3
     assert warnings == []
 
 
@@ -777,7 +778,7 @@ def test_keep_mask_that_never_fires_is_a_warning(lenet5, epochs, last, detail):
     (w,) = warnings
     assert w.warning and (w.file, w.line, w.field) == (SRC, 3, "rules[r].epochs")
     assert w.message.startswith("keep_mask") and "no mask" in w.message and detail in w.message
-    assert rules[0].last_epoch == last
+    assert rules[0].rule.keep_mask_at == last
 
 
 def test_l2_rule_next_to_weight_decay_is_a_warning(lenet5):
@@ -802,11 +803,12 @@ def test_cli_check_prints_the_plan_of_a_good_file():
     assert result.exit_code == 0, result.output
     assert normalized(result.stdout) == [
         f"schedule {path}: model lenet5, dataset mnist5k, 10 epochs",
-        "rule filters_reg: group_lasso, mode penalty, epochs [0, 8) every 2: active in 0, 2, 4, 6 of 10, "
+        "rule filters_reg: group_lasso, mode penalty, epochs [0, 7) every 2: active in 0, 2, 4, 6 of 10, "
         "keep_mask (after epoch 6)",
         "conv1.weight 20x1x5x5 20 filters strength 0.005 threshold 0.005 (mean_abs)",
         "conv2.weight 50x20x5x5 50 filters strength 0.005 threshold 0.005 (mean_abs)",
         "lr_scheduler StepLR(step_size=10, gamma=0.1), epochs [0, 30): 10 of 10",
+        "learning rate 0.01 (epochs 0-9)",
         "OK: 1 rule(s) on 2 parameter(s), 1 lr scheduler(s)",
     ]
     assert result.stderr == ""
@@ -841,7 +843,8 @@ def test_cli_check_bad_file_prints_one_line_per_error_and_exits_2(tmp_path):
     assert result.exit_code == 2
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
-        f"{path}:3: rules[a].penalty: unknown value 'l3' (did you mean 'l2'?); valid: group_lasso, l1, l2",
+        f"{path}:3: rules[a].penalty: unknown value 'l3' (did you mean 'l2'?); "
+        "valid: group_lasso, group_variance, l1, l2",
         f"{path}:4: rules[a].strength: must be >= 0, got -1",
         f"{path}:6: rules[a].epochs: empty epoch range [3, 3): the end is exclusive and must exceed the start",
     ]

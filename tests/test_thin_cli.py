@@ -90,7 +90,7 @@ def test_thin_during_training_then_exact_resume_matches_an_unbroken_run(cli, tmp
     assert all(torch.equal(resumed[k], end["state_dict"][k]) for k in end["state_dict"])
 
 
-def test_distillers_filter_remover_means_native_thin():
+def test_distillers_filter_remover_thins_filters_at_the_start_of_its_epochs_native_thin_after():
     distiller = parse_schedule(
         "version: 1\nextensions:\n  net_thinner:\n    class: FilterRemover\n    thinning_func_str: remove_filters\n"
         "    arch: lenet5\n    dataset: mnist\npolicies:\n  - extension: {instance_name: net_thinner}\n"
@@ -98,10 +98,12 @@ def test_distillers_filter_remover_means_native_thin():
         "d.yaml",
     )
     native = parse_schedule("version: 1\nrules: []\nthin: 1\n", "n.yaml")
-    assert distiller.thinning == native.thinning and distiller.thinning.fires(1, 5)
-    assert not distiller.thinning.fires(2, 5)
-    at_end = parse_schedule("rules: []\nthin: true\n", "e.yaml").thinning
-    assert at_end.fires(4, 5) and not at_end.fires(3, 5)
+    ((theirs,), (ours,)) = distiller.thinning, native.thinning
+    assert (theirs.timing, theirs.structures, ours.timing, ours.structures) == ("begin", "filters", "end", "both")
+    assert theirs.fires_at_begin(1) and not theirs.fires_at_end(1, 5) and not theirs.fires_at_begin(2)
+    assert ours.fires_at_end(1, 5) and not ours.fires_at_begin(1)
+    (at_end,) = parse_schedule("rules: []\nthin: true\n", "e.yaml").thinning
+    assert at_end.fires_at_end(4, 5) and not at_end.fires_at_end(3, 5)
 
 
 def test_bad_thin_values_are_located_errors():
@@ -109,6 +111,51 @@ def test_bad_thin_values_are_located_errors():
 
     with pytest.raises(CompressError, match=r"t.yaml:2: thin: expected true"):
         parse_schedule("rules: []\nthin: [-1]\n", "t.yaml")
-    with pytest.raises(CompressError, match=r"extensions.x.class: unknown value 'Pruner'"):
+    with pytest.raises(CompressError, match=r"extensions.x.class: unknown class 'Pruner'"):
         parse_schedule("extensions:\n  x: {class: Pruner}\npolicies:\n  - extension: {instance_name: x}\n"
                        "    epochs: [1]\n", "t.yaml")  # fmt: skip
+
+
+DISTILLER_THIN = """\
+version: 1
+regularizers:
+  filters:
+    class: GroupLassoRegularizer
+    reg_regims:
+      conv1.weight: [0.1, 3D]       # about the median mean |w| of conv1's filters: about half go
+    threshold_criteria: Mean_Abs
+policies:
+  - regularizer: {instance_name: filters, args: {keep_mask: true}}
+    starting_epoch: 0
+    ending_epoch: 2
+    frequency: 1
+  - extension: {instance_name: thinner}
+    epochs: [2]
+extensions:
+  thinner: {class: StructureRemover, thinning_func_str: remove_filters, arch: lenet5, dataset: mnist}
+"""
+
+
+def test_distillers_structure_remover_thins_at_the_start_of_its_epoch(cli, tmp_path):
+    schedule = tmp_path / "d.yaml"
+    schedule.write_text(DISTILLER_THIN)
+    common = ("--limit-batches", "3", "--seed", "1", "--out-dir", tmp_path, "--no-plots")
+    before = cli("train", "--schedule", schedule, "--epochs", "2", *common, "--name", "two")
+    assert before.exit_code == 0, before.output
+    dense = _state(tmp_path / "two" / "checkpoint.pt")
+    assert dense["state_dict"]["conv1.weight"].shape[0] == 20 and not dense["thinned_spec"], "not yet after epoch 1"
+    zero = int((dense["state_dict"]["conv1.weight"].flatten(1).abs().amax(1) == 0).sum())
+    assert 0 < zero < 20
+    after = cli("train", "--schedule", schedule, "--epochs", "3", *common, "--name", "three")
+    assert after.exit_code == 0, after.output
+    assert f"thinned at the start of epoch 2: conv1: out_channels 20 -> {20 - zero}" in after.output
+    lines = after.output.splitlines()
+    assert lines.index(next(x for x in lines if x.startswith("thinned at the start of epoch 2"))) < lines.index(
+        next(x for x in lines if x.startswith("epoch 2 "))
+    ), "reported before the epoch it starts"
+    thin = _state(tmp_path / "three" / "checkpoint.pt")
+    assert thin["thinned_spec"] == {"conv1": {"out_channels": 20 - zero}, "conv2": {"in_channels": 20 - zero}}
+    resumed = cli("train", "--resume", tmp_path / "two", "--epochs", "3")
+    assert resumed.exit_code == 0, resumed.output
+    again = _state(tmp_path / "two" / "checkpoint.pt")["state_dict"]
+    assert all(torch.equal(again[k], thin["state_dict"][k]) for k in thin["state_dict"])

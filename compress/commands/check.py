@@ -6,6 +6,7 @@ from torch import nn
 
 from compress import groups as G
 from compress.config import RunConfig
+from compress.lr import describe_rates, simulate
 from compress.schedule.model import Schedule
 from compress.scheduler import BoundRule
 from compress.yamlio import brief
@@ -23,29 +24,38 @@ def format_params(model: nn.Module, arch: str) -> str:
     return "\n".join(lines)
 
 
-def format_plan(schedule: Schedule, config: RunConfig, rules: list[BoundRule], model: nn.Module) -> str:
-    lines = [f"schedule {schedule.source}: model {config.arch}, dataset {config.dataset}, {config.epochs} epochs"]
+def format_plan(schedule: Schedule, config: RunConfig, rules: list[BoundRule], model: nn.Module,
+                arch_given: bool = True) -> str:  # fmt: skip
+    model_text = config.arch if arch_given else f"{config.arch} (the default; --arch names another)"
+    lines = [f"schedule {schedule.source}: model {model_text}, dataset {config.dataset}, {config.epochs} epochs"]
     for bound in rules:
-        rule = bound.rule
-        extras = [f"mode {rule.mode}", rule.epochs.describe(config.epochs)]
-        if rule.keep_mask:
-            fires = (
-                "never in this run"
-                if bound.last_epoch is None or bound.last_epoch >= config.epochs
-                else f"after epoch {bound.last_epoch}"
-            )
-            extras.append(f"keep_mask ({fires})")
-        lines.append(f"rule {rule.name}: {rule.penalty}, " + ", ".join(extras))
-        width = max((len(t.param_name) for t in bound.targets), default=0)
-        for t in bound.targets:
-            shape = tuple(t.param.shape)
-            counts = " + ".join(f"{G.get(g).count(shape)} {g}" for g in t.groups)
-            thr = f"  threshold {t.threshold:g} ({rule.threshold_criterion})" if t.threshold is not None else ""
-            name, shape_text = t.param_name.ljust(width), _shape(shape).ljust(12)
-            lines.append(f"  {name}  {shape_text}  {counts.ljust(16)}  strength {t.strength:g}{thr}")
+        lines += _rule_lines(bound, config.epochs)
     for spec in schedule.lr_schedulers:
         args = ", ".join(f"{k}={brief(v)}" for k, v in spec.args)
-        lines.append(f"lr_scheduler {spec.cls}({args}), {spec.epochs.describe(config.epochs)}")
+        clock = "; Distiller's clock: closed form at epoch + 1" if spec.clock == "absolute" else ""
+        lines.append(f"lr_scheduler {spec.cls}({args}), {spec.epochs.describe(config.epochs)}{clock}")
+    lines.append(f"learning rate {describe_rates(simulate(schedule.lr_schedulers, config.lr, config.epochs))}")
+    for step in schedule.thinning:
+        fires = step.epochs_in(config.epochs)
+        shown = ", ".join(map(str, fires)) if fires else "never in this run"
+        lines.append(f"{step.describe()}: {shown}")
     n_params = len({t.param_name for b in rules for t in b.targets})
     lines.append(f"OK: {len(rules)} rule(s) on {n_params} parameter(s), {len(schedule.lr_schedulers)} lr scheduler(s)")
     return "\n".join(lines)
+
+
+def _rule_lines(bound: BoundRule, run_epochs: int) -> list[str]:
+    rule = bound.rule
+    extras = [f"mode {rule.mode}", rule.epochs.describe(run_epochs)]
+    if rule.keep_mask:
+        at = rule.keep_mask_at
+        extras.append(f"keep_mask ({'never in this run' if at is None or at >= run_epochs else f'after epoch {at}'})")
+    lines = [f"rule {rule.name}: {rule.penalty}, " + ", ".join(extras)]
+    width = max((len(t.param_name) for t in bound.targets), default=0)
+    for t in bound.targets:
+        shape = tuple(t.param.shape)
+        counts = " + ".join(f"{G.get(g).count(shape)} {g}" for g in t.groups)
+        thr = f"  threshold {t.threshold:g} ({rule.threshold_criterion})" if t.threshold is not None else ""
+        name, shape_text = t.param_name.ljust(width), _shape(shape).ljust(12)
+        lines.append(f"  {name}  {shape_text}  {counts.ljust(16)}  strength {t.strength:g}{thr}")
+    return lines

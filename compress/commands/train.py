@@ -92,10 +92,12 @@ def _restore(exp: Experiment, resume: Resume) -> Progress:
 
 def _report_thinning(exp: Experiment, epoch: int, echo: Callable[..., None]) -> None:
     thinner = exp.scheduler.thinner
-    for at, result in thinner.events if thinner is not None else []:
-        if at == epoch:
-            changes = "; ".join(result.plan.describe()) or "nothing was exactly zero"
-            echo(f"thinned after epoch {epoch}: {changes} (max abs output difference {result.max_abs_diff:.2g})")
+    for event in thinner.events if thinner is not None else []:
+        if event.epoch == epoch:
+            changes = "; ".join(event.result.plan.describe()) or "nothing was exactly zero"
+            when = "at the start of" if event.timing == "begin" else "after"
+            diff = event.result.max_abs_diff
+            echo(f"thinned {when} epoch {epoch}: {changes} (max abs output difference {diff:.2g})")
 
 
 class StopOnSignal:

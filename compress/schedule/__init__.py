@@ -58,13 +58,14 @@ def parse_schedule(
         (check.warn if distiller else check.error)(dup.second_line, dup.key, message)
     _check_version(check, data)
     reader = read_distiller if distiller else read_native
-    rules, lrs, thinning = reader(check, data, vocab)
+    reading = reader(check, data, vocab)
     config = check.string(data, "config", "", None)
     if config is not None:
         config = str(Path(source).parent / config) if source != "<schedule>" else config
     if not defer_errors:
         check.raise_if_errors()
-    return Schedule(rules, lrs, config, thinning, source, text, tuple(check.diagnostics))
+    return Schedule(reading.rules, reading.lr_schedulers, config, reading.thinning, source, text,
+                    tuple(check.diagnostics), reading.orphans, data.line_of("config"))  # fmt: skip
 
 
 def _check_version(check: FieldChecker, data: YamlMap) -> None:

@@ -7,11 +7,11 @@ and a native file that mean the same thing compare equal.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 PENALTIES = ("l1", "l2", "group_lasso")
 MODES = ("penalty", "proximal")
-CRITERIA = ("norm", "mean_abs", "max")
+CRITERIA = ("norm", "mean_abs", "max")  # and distiller_mean_abs, which only Distiller files name
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,15 @@ class Epochs:
 
     def active_epochs(self, run_epochs: int) -> list[int]:
         return [e for e in range(run_epochs) if self.active(e)]
+
+    def last_active(self) -> int | None:
+        """The last active epoch (None when the range runs to the end of the run). Found by walking
+        the range, so a frequency that skips the range's last epoch still finds one."""
+        if self.listed is not None:
+            return max(self.listed)
+        if self.end is None:
+            return None
+        return self.start + (self.end - 1 - self.start) // self.frequency * self.frequency
 
     def describe(self, run_epochs: int | None = None) -> str:
         if self.listed is not None:
@@ -63,6 +72,18 @@ class Target:
 
 @dataclass(frozen=True)
 class Rule:
+    """One penalty on some parameters in some epochs. The last three fields are numerics the two
+    formats set differently (our defaults vs Distiller's), so that one scheduler runs both:
+
+    - ``keep_mask_at``: the epoch after which zero structures become permanent (None: never). Ours:
+      the rule's last active epoch. Distiller's: ``ending_epoch - 1`` if the policy is active then and
+      has a threshold (or is proximal), else never, exactly as Distiller's ``RegularizationPolicy`` did.
+    - ``clear_momentum``: what a proximal step or threshold zeroes also loses its optimizer momentum
+      (ours); Distiller never touched the optimizer's state.
+    - ``channel_epsilon``: added to the squared norm of each ``channels`` group before the square root
+      (Distiller's ``GroupLassoRegularizer`` and ``GroupVarianceRegularizer`` add 1e-8 there).
+    """
+
     name: str
     penalty: str
     targets: tuple[Target, ...]
@@ -71,39 +92,82 @@ class Rule:
     threshold_criterion: str = "norm"
     keep_mask: bool = False
     line: int | None = field(default=None, compare=False)
+    keep_mask_at: int | None = None
+    clear_momentum: bool = True
+    channel_epsilon: float = 0.0
+
+
+CLOCKS = ("own", "absolute")
 
 
 @dataclass(frozen=True, eq=False)
 class LRSchedulerSpec:
-    """Any ``torch.optim.lr_scheduler`` class by name, stepped at the end of each active epoch.
+    """An lr scheduler class by name (``compress.lr`` knows them), stepped at the end of each active
+    epoch. ``clock`` says what epoch it is told (``compress.lr`` has the details):
+
+    - ``own`` (our format): the scheduler counts its own active epochs, from 0 at its first one, as
+      PyTorch's ``scheduler.step()`` once per epoch does; it sets the rate from its first epoch on.
+    - ``absolute`` (Distiller's): after active epoch ``e`` the rate is the scheduler's closed form at
+      ``e + 1`` (Distiller called ``step(epoch=e + 1)``), whatever epoch the policy started at.
+
     ``args`` keep the order they were written in (for display); equality ignores it, as YAML does."""
 
     cls: str
     args: tuple[tuple[str, Any], ...] = ()
     epochs: Epochs = Epochs()
     line: int | None = None
+    clock: str = "own"
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, LRSchedulerSpec):
             return NotImplemented
         ordered = sorted(self.args, key=lambda kv: kv[0]), sorted(other.args, key=lambda kv: kv[0])
-        return (self.cls, self.epochs, ordered[0]) == (other.cls, other.epochs, ordered[1])
+        return (self.cls, self.epochs, self.clock, ordered[0]) == (other.cls, other.epochs, other.clock, ordered[1])
 
     __hash__ = None  # args may hold lists
 
 
+STRUCTURES = ("both", "filters", "channels")
+
+
 @dataclass(frozen=True)
 class Thinning:
-    """When zero filters and channels are physically removed during training: at the end of each
-    epoch in ``epochs``, and/or after the run's last epoch (``at_end``). Training goes on with the
-    smaller model."""
+    """When zero filters and channels are physically removed during training; training goes on with
+    the smaller model. ``timing``: ``end`` thins after each epoch in ``epochs`` (and after the run's
+    last epoch with ``at_end``), as our ``thin:`` says; ``begin`` thins at the first mini-batch of each
+    epoch in ``epochs``, before the epoch trains, as Distiller's ``StructureRemover`` did.
+    ``structures``: what may go: zero ``filters`` (with the next layers' matching input channels),
+    zero input ``channels`` (with the filters that feed only them), or ``both``."""
 
     epochs: Epochs | None = None
     at_end: bool = False
     line: int | None = field(default=None, compare=False)
+    timing: str = "end"
+    structures: str = "both"
+    name: str = "thin"
 
-    def fires(self, epoch: int, run_epochs: int) -> bool:
+    def fires_at_end(self, epoch: int, run_epochs: int) -> bool:
+        if self.timing != "end":
+            return False
         return (self.at_end and epoch == run_epochs - 1) or (self.epochs is not None and self.epochs.active(epoch))
+
+    def fires_at_begin(self, epoch: int) -> bool:
+        return self.timing == "begin" and self.epochs is not None and self.epochs.active(epoch)
+
+    def epochs_in(self, run_epochs: int) -> list[int]:
+        """The epochs it fires in, in a run of ``run_epochs``."""
+        listed = self.epochs.active_epochs(run_epochs) if self.epochs is not None else []
+        return sorted(set(listed) | ({run_epochs - 1} if self.at_end else set()))
+
+    def describe(self) -> str:
+        what = {"both": "zero filters and channels", "filters": "zero filters", "channels": "zero channels"}
+        if self.at_end and self.epochs is None:
+            when = "after the last epoch"
+        else:
+            where = "at the start of" if self.timing == "begin" else "after"
+            when = f"{where} {self.epochs.describe() if self.epochs else ''}".rstrip()
+            when += " and after the last epoch" if self.at_end else ""
+        return f"thin {what[self.structures]} {when}"
 
 
 @dataclass(frozen=True)
@@ -111,10 +175,14 @@ class Schedule:
     rules: tuple[Rule, ...] = ()
     lr_schedulers: tuple[LRSchedulerSpec, ...] = ()
     config: str | None = None
-    thinning: Thinning | None = None
+    thinning: tuple[Thinning, ...] = ()
     source: str = field(default="<schedule>", compare=False)
     text: str = field(default="", compare=False, repr=False)
     problems: tuple = field(default=(), compare=False, repr=False)  # Diagnostics: warnings, and errors if deferred
+    # targets of rules left out for errors of their own: binding still checks their parameter names,
+    # so that one round of `compress check` reports every mistake
+    orphans: tuple[Target, ...] = field(default=(), compare=False, repr=False)
+    config_line: int | None = field(default=None, compare=False, repr=False)  # where config: names a file
 
     @property
     def warnings(self) -> tuple:
@@ -125,3 +193,12 @@ class Schedule:
         from pathlib import Path
 
         return Path(self.source).stem
+
+
+class Reading(NamedTuple):
+    """What a format's reader hands back (the parts of a ``Schedule`` it owns)."""
+
+    rules: tuple[Rule, ...]
+    lr_schedulers: tuple[LRSchedulerSpec, ...]
+    thinning: tuple[Thinning, ...]
+    orphans: tuple[Target, ...] = ()

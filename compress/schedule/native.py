@@ -17,7 +17,7 @@ lr_scheduler: {class: StepLR, step_size: 10, gamma: 0.1}
 from __future__ import annotations
 
 from compress.schedule.epochs import read_range
-from compress.schedule.model import CRITERIA, MODES, Epochs, LRSchedulerSpec, Rule, Target, Thinning
+from compress.schedule.model import CRITERIA, MODES, Epochs, LRSchedulerSpec, Reading, Rule, Target, Thinning
 from compress.schedule.vocabulary import Vocabulary
 from compress.yamlio import FieldChecker, YamlList, YamlMap
 
@@ -34,12 +34,13 @@ RULE_KEYS = {
     "threshold",
     "threshold_criterion",
     "keep_mask",
+    "clear_momentum",
 }
 
 
-def read_native(check: FieldChecker, doc: YamlMap, vocab: Vocabulary) -> tuple[tuple[Rule, ...], tuple]:
+def read_native(check: FieldChecker, doc: YamlMap, vocab: Vocabulary) -> Reading:
     check.keys(doc, "", TOP_KEYS)
-    rules = []
+    rules, orphans = [], []
     raw_rules = doc.get("rules") or YamlList()
     if not isinstance(raw_rules, YamlList):
         check.error(doc.line_of("rules"), "rules", "expected a list of rules")
@@ -50,8 +51,9 @@ def read_native(check: FieldChecker, doc: YamlMap, vocab: Vocabulary) -> tuple[t
         m = check.mapping(raw, raw_rules.line_of(i), field)
         if m is None:
             continue
-        rule = _read_rule(check, m, field, vocab)
+        rule, targets = _read_rule(check, m, field, vocab)
         if rule is None:
+            orphans.extend(targets)
             continue
         if rule.name in names:
             check.error(
@@ -62,24 +64,25 @@ def read_native(check: FieldChecker, doc: YamlMap, vocab: Vocabulary) -> tuple[t
         names[rule.name] = m.line_of("name")
         rules.append(rule)
     lr = read_lr_schedulers(check, doc, "lr_scheduler")
-    return tuple(rules), lr, _read_thin(check, doc)
+    return Reading(tuple(rules), lr, _read_thin(check, doc), tuple(orphans))
 
 
-def _read_thin(check: FieldChecker, doc: YamlMap) -> Thinning | None:
+def _read_thin(check: FieldChecker, doc: YamlMap) -> tuple[Thinning, ...]:
     """``thin: true`` (after the last epoch), ``thin: 12`` or ``thin: [8, 12]`` (after those epochs)."""
     if "thin" not in doc or doc["thin"] is None or doc["thin"] is False:
-        return None
+        return ()
     value, line = doc["thin"], doc.line_of("thin")
     if value is True:
-        return Thinning(at_end=True, line=line)
+        return (Thinning(at_end=True, line=line),)
     epochs = [value] if isinstance(value, int) else value
     if not isinstance(epochs, list) or not epochs or not all(type(e) is int and e >= 0 for e in epochs):
         check.error(line, "thin", "expected true (after the last epoch), an epoch, or a list of epochs (0-based)")
-        return None
-    return Thinning(epochs=Epochs(listed=tuple(sorted(set(epochs)))), line=line)
+        return ()
+    return (Thinning(epochs=Epochs(listed=tuple(sorted(set(epochs)))), line=line),)
 
 
-def _read_rule(check: FieldChecker, m: YamlMap, field: str, vocab: Vocabulary) -> Rule | None:
+def _read_rule(check: FieldChecker, m: YamlMap, field: str, vocab: Vocabulary) -> tuple[Rule | None, tuple]:
+    """The rule, or None after its errors; and its targets either way (their names are checked)."""
     name = check.string(m, "name", field, f"rule{field[5:]}")
     field = f"rules[{name}]" if "name" in m else field
     check.keys(m, field, RULE_KEYS, required=("name", "penalty", "layers"))
@@ -89,17 +92,43 @@ def _read_rule(check: FieldChecker, m: YamlMap, field: str, vocab: Vocabulary) -
     if "threshold_criterion" in m and "threshold" not in m:
         check.warn(m.line_of("threshold_criterion"), f"{field}.threshold_criterion", "has no effect without threshold")
     targets = _read_targets(check, m, field, groups, threshold)
+    epochs = read_range(check, m, field)
+    keep_mask = check.boolean(m, "keep_mask", field, False)
+    mode = check.string(m, "mode", field, "proximal", set(MODES))
+    fits = check_traits(check, m, field, penalty, mode, groups, vocab)
     rule = Rule(
         name=name,
         penalty=penalty or "",
         targets=targets or (),
-        epochs=read_range(check, m, field),
-        mode=check.string(m, "mode", field, "proximal", set(MODES)),
+        epochs=epochs,
+        mode=mode,
         threshold_criterion=check.string(m, "threshold_criterion", field, "norm", set(CRITERIA)),
-        keep_mask=check.boolean(m, "keep_mask", field, False),
+        keep_mask=keep_mask,
         line=m.line,
+        keep_mask_at=epochs.last_active() if keep_mask else None,
+        clear_momentum=check.boolean(m, "clear_momentum", field, True),
     )
-    return rule if penalty and targets and None not in groups else None
+    ok = penalty and targets and None not in groups and fits
+    return (rule, targets or ()) if ok else (None, targets or ())
+
+
+def check_traits(check: FieldChecker, m: YamlMap, field: str, penalty: str | None, mode: str, groups: tuple,
+                 vocab: Vocabulary) -> bool:  # fmt: skip
+    """A penalty without a proximal operator in proximal mode, or on groups it is not defined for."""
+    if penalty not in vocab.traits:
+        return True
+    has_proximal, only = vocab.traits[penalty]
+    ok = True
+    if mode == "proximal" and not has_proximal:
+        check.error(m.line_of("mode") if "mode" in m else m.line, f"{field}.mode",
+                    f"{penalty} has no proximal operator; add mode: penalty")  # fmt: skip
+        ok = False
+    bad = [g for g in groups if g is not None and only is not None and g not in only]
+    if bad:
+        check.error(m.line_of("groups") if "groups" in m else m.line, f"{field}.groups",
+                    f"{penalty} is defined for groups {', '.join(only)} only, got {', '.join(bad)}")  # fmt: skip
+        ok = False
+    return ok
 
 
 def _read_groups(check: FieldChecker, m: YamlMap, field: str, penalty: str | None, vocab: Vocabulary) -> tuple:

@@ -80,9 +80,14 @@ class ThinningPlan:
         return lines
 
 
-def plan_thinning(model: nn.Module, example: torch.Tensor) -> ThinningPlan:
+def plan_thinning(model: nn.Module, example: torch.Tensor, structures: str = "both") -> ThinningPlan:
     """Find every filter, channel, row and column that can go without changing the model's outputs
-    (in eval mode) for inputs shaped like ``example``. The model is not modified."""
+    (in eval mode) for inputs shaped like ``example``. The model is not modified.
+
+    ``structures`` (Distiller's ``remove_filters`` / ``remove_channels``): ``filters`` removes only
+    channels that zero filters make constant (and the next layers' matching input channels);
+    ``channels`` only channels that every reader has zero weights on (and the filters feeding them);
+    ``both`` either."""
     state = model.state_dict(keep_vars=True)
     dense_shapes = {name: tuple(t.shape) for name, t in state.items()}
     untouched = ThinningPlan(keep={name: {} for name in state}, dense_shapes=dense_shapes)
@@ -95,6 +100,8 @@ def plan_thinning(model: nn.Module, example: torch.Tensor) -> ThinningPlan:
     graph = build_channel_graph(model, gm)
     roots = graph.roots()
     removable, why = _decide(graph, roots)
+    if structures != "both":
+        _restrict(graph, roots, removable, why, structures)
     keep = {name: _kept(graph, roots, removable, name) for name in state}
     plan = ThinningPlan(
         keep=keep,
@@ -133,6 +140,17 @@ def _decide(graph: ChannelGraph, roots: torch.Tensor) -> tuple[torch.Tensor, dic
                     why[root] = f"one channel stays so that {name} (dim {dim}) is not empty"
                     changed = True
     return removable, why
+
+
+def _restrict(graph: ChannelGraph, roots: torch.Tensor, removable: torch.Tensor, why: dict[int, str],
+              structures: str) -> None:  # fmt: skip
+    """Keep the classes that only the other kind of structure would remove."""
+    for read in graph.reads:
+        classes = roots[read.ids]
+        other = read.const.isnan() if structures == "filters" else ~read.zero_cols
+        for root in classes[other & removable[classes]].unique().tolist():
+            removable[root] = False
+            why[root] = f"only zero {structures} are removed here (Distiller's remove_{structures})"
 
 
 def _kept(graph: ChannelGraph, roots: torch.Tensor, removable: torch.Tensor, name: str) -> dict[int, torch.Tensor]:

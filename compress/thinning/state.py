@@ -5,7 +5,7 @@ the smaller model."""
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -24,11 +24,11 @@ def merge_specs(old: dict[str, dict[str, int]], new: dict[str, dict[str, int]]) 
 
 @torch.no_grad()
 def thin_in_place(model: nn.Module, example: torch.Tensor, optimizer: torch.optim.Optimizer | None = None,
-                  scheduler: Any = None) -> ThinResult:  # fmt: skip
+                  scheduler: Any = None, structures: str = "both") -> ThinResult:  # fmt: skip
     """Thin ``model`` itself (same object, smaller modules), then move the optimizer's parameters
     and state (momentum, Adam moments) and the scheduler's targets and masks over to the new
     parameters. Raises ``ThinningError`` (and changes nothing) if the outputs would differ."""
-    plan = plan_thinning(model, example)
+    plan = plan_thinning(model, example, structures)
     if plan.empty:
         return ThinResult(model, plan, 0.0)
     dense = copy.deepcopy(model)
@@ -72,26 +72,41 @@ def _restore(model: nn.Module, dense: nn.Module) -> None:
 __all__ = ["ThinningError", "merge_specs", "thin_in_place"]
 
 
-class Thinner:
-    """Called by the compression scheduler at the end of each epoch: thins the model (and the
-    optimizer and scheduler with it) in the epochs the schedule's ``thin`` / Distiller
-    ``extensions`` policy names. ``spec`` accumulates every thinning so far (saved in checkpoints;
-    ``rebuild`` turns a fresh dense model into this architecture); ``events`` tell what happened."""
+class ThinningEvent(NamedTuple):
+    epoch: int
+    timing: str  # "begin": at the first mini-batch of the epoch; "end": after the epoch
+    result: ThinResult
 
-    def __init__(self, thinning: Any, run_epochs: int, model: nn.Module, example: torch.Tensor,
+
+class Thinner:
+    """Thins the model (and the optimizer and scheduler with it) when a thinning step of the schedule
+    fires: after an epoch (our ``thin:``) or at the first mini-batch of one (Distiller's
+    ``StructureRemover``). The compression scheduler calls it at its epoch hooks. ``spec``
+    accumulates every thinning so far (saved in checkpoints; ``rebuild`` turns a fresh dense model
+    into this architecture); ``events`` tell what happened."""
+
+    def __init__(self, steps: tuple, run_epochs: int, model: nn.Module, example: torch.Tensor,
                  optimizer: torch.optim.Optimizer, spec: dict | None = None):  # fmt: skip
-        self.thinning, self.run_epochs = thinning, run_epochs
+        self.steps, self.run_epochs = steps, run_epochs
         self.model, self.example, self.optimizer = model, example, optimizer
         self.spec: dict[str, dict[str, int]] = dict(spec or {})
-        self.events: list[tuple[int, ThinResult]] = []
+        self.events: list[ThinningEvent] = []
 
-    def __call__(self, epoch: int, scheduler: Any) -> None:
-        if self.thinning is None or not self.thinning.fires(epoch, self.run_epochs):
-            return
-        result = thin_in_place(self.model, self.example.to(next(self.model.parameters()).device),
-                               self.optimizer, scheduler)  # fmt: skip
+    def on_epoch_begin(self, epoch: int, scheduler: Any) -> None:
+        for step in self.steps:
+            if step.fires_at_begin(epoch):
+                self._thin(epoch, "begin", step.structures, scheduler)
+
+    def on_epoch_end(self, epoch: int, scheduler: Any) -> None:
+        for step in self.steps:
+            if step.fires_at_end(epoch, self.run_epochs):
+                self._thin(epoch, "end", step.structures, scheduler)
+
+    def _thin(self, epoch: int, timing: str, structures: str, scheduler: Any) -> None:
+        example = self.example.to(next(self.model.parameters()).device)
+        result = thin_in_place(self.model, example, self.optimizer, scheduler, structures)
         self.spec = merge_specs(self.spec, result.plan.spec)
-        self.events.append((epoch, result))
+        self.events.append(ThinningEvent(epoch, timing, result))
 
 
-__all__ += ["Thinner"]
+__all__ += ["Thinner", "ThinningEvent"]
