@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from compress.data import build_dataset
+    from compress.datasets import build_dataset
     from compress.models import build_model
 
     torch.manual_seed(args.seed)

@@ -50,7 +50,7 @@ def train(out_dir: Path) -> Path:
 def load_dense(checkpoint: Path) -> tuple[torch.nn.Module, tuple[int, int]]:
     from compress.checkpoint import load_checkpoint
     from compress.config import resolve_config
-    from compress.data import dataset_shape
+    from compress.datasets import dataset_shape
     from compress.experiment import build_model_for, data_options
 
     state = load_checkpoint(checkpoint)

@@ -28,7 +28,7 @@ class RunConfig:
     out_dir: str = "runs"
     name: str | None = None
     limit_batches: int | None = None
-    # data and model sources (compress.data, compress.models); None means "the dataset's default"
+    # data and model sources (compress.datasets, compress.models); None means "the dataset's default"
     data_dir: str | None = None
     download: bool = False
     val_split: float | None = None

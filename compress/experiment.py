@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from compress.config import RunConfig
-from compress.data import DataBundle, DataOptions, build_dataset, dataset_shape
+from compress.datasets import DataBundle, DataOptions, build_dataset, dataset_shape
 from compress.distributed import SINGLE, World, init_world, leave, wrap
 from compress.errors import CompressError, Diagnostic
 from compress.models import build_model
@@ -139,17 +139,9 @@ def build_experiment(schedule: Schedule, config: RunConfig, thinned_spec: dict |
 
         thinner = Thinner(schedule.thinning, config.epochs, model, example_input(config), optimizer, thinned_spec)
     scheduler = CompressionScheduler(rules, optimizer, schedule, thinner, value_every=VALUE_EVERY)
-    data = build_dataset(
-        config.dataset,
-        batch_size=config.batch_size,
-        seed=config.seed,
-        device=str(device),
-        options=data_options(config, device),
-    )
+    data = build_dataset(config.dataset, batch_size=config.batch_size, seed=config.seed, device=device, world=world,
+                         options=data_options(config, device))  # fmt: skip
     warnings = warnings + [Diagnostic(note) for note in data.notes]
-    for loader in (data.train, data.val, data.test):
-        if loader is not None and hasattr(loader, "shard"):
-            loader.shard(world)
     train_model = wrap(model, world, device)
     return Experiment(config, schedule, device, model, data, optimizer, scheduler, warnings, thinned_spec, world,
                       train_model)  # fmt: skip

@@ -5,7 +5,7 @@ filters spanning dims (1, 2, 3), channels spanning (0, 2, 3), and so on. Every m
 Distiller's statistics, zero counts) is then one batched reduction over those dims, kept
 broadcastable against the weight, so no code ever loops over groups.
 
-To add a group type: one ``register(GroupType(...))`` call below.
+To add a group type: one ``register(GroupType(...))`` call below (the registry is ``GROUPS``).
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from math import prod
 
 import torch
+
+from compress.registry import Registry
 
 Shape = tuple[int, ...]
 
@@ -41,12 +43,11 @@ class GroupType:
         return prod(s for i, s in enumerate(shape) if i not in dims)
 
 
-GROUPS: dict[str, GroupType] = {}
+GROUPS: Registry[GroupType] = Registry("group")
 
 
 def register(group: GroupType) -> GroupType:
-    GROUPS[group.name] = group
-    return group
+    return GROUPS.register(group.name, group, group.description)
 
 
 register(GroupType("elements", (), "one weight", 1, lambda n: ()))
@@ -59,13 +60,13 @@ register(GroupType("layer", ("4d",), "the whole tensor", 1, lambda n: tuple(rang
 
 
 def get(name: str) -> GroupType:
-    return GROUPS[name]
+    return GROUPS.get(name)
 
 
 def spellings() -> dict[str, str]:
     """Every name a schedule may use (lower-case, aliases included) -> canonical name."""
     out = {}
-    for group in GROUPS.values():
+    for _, group in GROUPS.items():
         for spelling in (group.name, *group.aliases):
             out[spelling] = group.name
     return out
@@ -84,7 +85,7 @@ def _reduce(values: torch.Tensor, dims: tuple[int, ...], op: str) -> torch.Tenso
 def group_norms(weight: torch.Tensor, group: str, eps: float = 0.0) -> torch.Tensor:
     """L2 norm of every group, shaped to broadcast against ``weight``; ``eps`` is added under the
     square root (``sqrt(sum w^2 + eps)``, Distiller's channel norm) where it is not 0."""
-    dims = GROUPS[group].dims(weight.dim())
+    dims = GROUPS.get(group).dims(weight.dim())
     if eps:
         squares = weight.pow(2)
         return (squares.sum(dim=dims, keepdim=True) if dims else squares).add_(eps).sqrt_()
@@ -100,7 +101,7 @@ def group_statistic(weight: torch.Tensor, group: str, criterion: str) -> torch.T
     Distiller's ``sub_matrix_norm`` did (a row's sum over the number of rows)."""
     if criterion == "norm":
         return group_norms(weight, group)
-    dims = GROUPS[group].dims(weight.dim())
+    dims = GROUPS.get(group).dims(weight.dim())
     if criterion == "max":
         return _reduce(weight.abs(), dims, "amax")
     kept = [d for d in range(weight.dim()) if d not in dims]
@@ -117,7 +118,7 @@ def kept_by_threshold(weight: torch.Tensor, group: str, criterion: str, threshol
 
 def zero_groups(weight: torch.Tensor, group: str) -> torch.Tensor:
     """Boolean, broadcastable: True where the whole group is exactly zero."""
-    dims = GROUPS[group].dims(weight.dim())
+    dims = GROUPS.get(group).dims(weight.dim())
     return _reduce(weight.abs(), dims, "amax") == 0
 
 

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from compress.groups import group_norms
+from compress.registry import Registry
 
 # Below this norm a float32 group's squares underflow and its computed norm is 0 or garbage: such a
 # group is treated as zero (subgradient 0), which is what it is for any practical purpose.
@@ -185,12 +186,11 @@ class GroupVariance(Penalty):
         raise NotImplementedError("group_variance has no proximal operator")
 
 
-PENALTIES: dict[str, Penalty] = {}
+PENALTIES: Registry[Penalty] = Registry("penalty")
 
 
 def register(penalty: Penalty) -> Penalty:
-    PENALTIES[penalty.name] = penalty
-    return penalty
+    return PENALTIES.register(penalty.name, penalty, (penalty.__doc__ or "").split(";")[0].strip())
 
 
 for _penalty in (L1(), L2(), GroupLasso(), GroupVariance()):
@@ -198,7 +198,7 @@ for _penalty in (L1(), L2(), GroupLasso(), GroupVariance()):
 
 
 def get(name: str) -> Penalty:
-    return PENALTIES[name]
+    return PENALTIES.get(name)
 
 
 def penalty_kinds() -> dict[str, bool]:

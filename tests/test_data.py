@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from compress.data import DATASETS, TensorLoader, build_dataset, load_mnist5k, read_idx, stratified_split
+from compress.datasets import DATASETS, build_dataset
+from compress.datasets.loaders import TensorLoader, stratified_split
+from compress.datasets.mnist5k import load_mnist5k, read_idx
 
 
 def test_mnist5k_is_5000_digits_500_per_class():
@@ -51,7 +53,7 @@ def test_mnist5k_bundle_is_normalised_and_split_4000_1000():
     bundle = build_dataset("mnist5k", batch_size=64, seed=0)
     assert bundle.train.x.shape == (4000, 1, 28, 28) and bundle.val.x.shape == (1000, 1, 28, 28)
     assert abs(bundle.train.x.mean().item()) < 0.05 and abs(bundle.train.x.std().item() - 1) < 0.05
-    assert DATASETS["mnist5k"].num_classes == 10
+    assert DATASETS.get("mnist5k").num_classes == 10
     # the validation split does not move with the run's seed
     other = build_dataset("mnist5k", batch_size=64, seed=5)
     assert torch.equal(bundle.val.y, other.val.y) and torch.equal(bundle.val.x, other.val.x)

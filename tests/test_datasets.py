@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from compress.data import DATASETS, DataOptions, build_dataset, dataset_shape, default_workers, stratified_split
+from compress.datasets import DATASETS, DataOptions, build_dataset, dataset_shape, default_workers
+from compress.datasets.loaders import SeededLoader, stratified_split
 from compress.errors import CompressError
-from compress.loaders import SeededLoader
 from tests.tiny_data import no_cifar_checksums, write_cifar, write_image_folder, write_mnist  # noqa: F401
 
 FAMILIES = ("mnist5k", "mnist", "fashion_mnist", "cifar10", "cifar100", "imagenet", "imagefolder")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from compress.data import DataOptions, build_dataset
+from compress.datasets import DataOptions, build_dataset
 from compress.experiment import seed_everything
 from compress.models import build_model
 from tests.distiller_reference import DistillerReference

@@ -9,11 +9,12 @@ def _lines(rows: list[tuple[str, str]]) -> str:
 
 
 def format_models() -> str:
-    from compress.models import all_models
+    from compress.models import MODELS, all_models
 
-    entries = all_models().values()
-    ours = [(e.name, e.description) for e in entries if not e.description.startswith("torchvision")]
-    zoo = sorted((e.name, e.description) for e in entries if e.description.startswith("torchvision"))
+    entries = all_models()
+    descriptions = MODELS.descriptions()
+    ours = [(name, descriptions[name]) for name, e in entries.items() if not e.zoo]
+    zoo = [(name, descriptions[name]) for name, e in entries.items() if e.zoo]
     return "\n".join(
         [
             _lines(ours + zoo),
@@ -24,6 +25,6 @@ def format_models() -> str:
 
 
 def format_datasets() -> str:
-    from compress.data import DATASETS
+    from compress.datasets import DATASETS
 
-    return _lines([(e.name, e.description) for e in DATASETS.values()])
+    return _lines(list(DATASETS.descriptions().items()))

@@ -45,7 +45,7 @@ def _header(artifacts: RunArtifacts) -> str:
 
 def evaluate_checkpoint(path: Path, overrides: dict) -> dict[str, float]:
     """top1 / top5 / loss of a checkpoint on the validation split, or the test split with ``test``."""
-    from compress.data import build_dataset
+    from compress.datasets import build_dataset
     from compress.experiment import data_options, resolve_device
     from compress.training import evaluate
 

@@ -23,7 +23,7 @@ from compress.thinning.state import merge_specs
 
 def real_batch(artifacts, size: int = 64) -> tuple[torch.Tensor, str]:
     """A validation batch of the run's dataset, or random inputs (said so) when it cannot be read."""
-    from compress.data import build_dataset
+    from compress.datasets import build_dataset
     from compress.experiment import data_options
 
     config = artifacts.config

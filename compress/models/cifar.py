@@ -19,7 +19,7 @@ import math
 import torch
 from torch import nn
 
-from compress.models import register
+from compress.models.registry import register
 
 
 class BasicBlock(nn.Module):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from compress.models import register
+from compress.models.registry import register
 
 
 class LeNet5(nn.Module):

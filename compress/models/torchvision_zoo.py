@@ -13,7 +13,7 @@ from __future__ import annotations
 from torch import nn
 
 from compress.errors import CompressError
-from compress.models import register
+from compress.models.registry import register
 
 AUXILIARY = ("googlenet", "inception_v3")  # their auxiliary classifiers would change what forward returns
 
@@ -83,7 +83,7 @@ def _describe(name: str) -> str:
 
 
 def _register(name: str) -> None:
-    @register(name, _describe(name))
+    @register(name, _describe(name), zoo=True)
     def build(num_classes: int, in_channels: int, input_size: int) -> nn.Module:
         return build_torchvision(name, num_classes=num_classes, in_channels=in_channels, input_size=input_size)
 

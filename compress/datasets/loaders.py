@@ -1,25 +1,99 @@
-"""Batches from map-style datasets on disk (torchvision's, image folders), in worker processes, and
-as reproducible as the in-memory ``TensorLoader``:
+"""Batches, as reproducible as the data allows, from tensors in memory (``TensorLoader``) or from
+map-style datasets on disk in worker processes (``SeededLoader``):
 
-- the order of an epoch is a permutation drawn from (seed, epoch), as ``TensorLoader`` draws it;
+- the order of an epoch is a permutation drawn from (seed, epoch);
 - the augmentation of a sample (random crop, flip) runs under a seed made of (seed, epoch, index),
   so it does not depend on which worker loads the sample, on ``--workers``, or on the training
   process's random state (which stays the model's: dropout, initialisation).
 
 So an epoch is a pure function of (seed, epoch): runs repeat, and a resumed run sees the same batches.
+Under torchrun (``shard``), each process yields its own part of every global batch.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from compress.data import SPLIT_SEED, DataBundle, DataOptions, default_workers, stratified_split
+from compress.datasets.registry import DataBundle, DataOptions
 from compress.distributed import SINGLE, World
 from compress.errors import CompressError
+
+SPLIT_SEED = 20161201  # fixed: the validation split must not move with the run's --seed
+
+
+class TensorLoader:
+    """Batches from in-memory tensors; the shuffle order is a pure function of (seed, epoch).
+    Under torchrun (``shard``), each process yields its own part of every global batch."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, shuffle: bool, seed: int = 0):
+        self.x, self.y, self.batch_size, self.shuffle, self.seed = x, y, batch_size, shuffle, seed
+        self.epoch = 0
+        self.world = SINGLE
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def shard(self, world: World) -> None:
+        self.world = world
+
+    def to(self, device: torch.device | str) -> TensorLoader:
+        """The whole dataset moves to the device once: an epoch never waits on a copy."""
+        self.x, self.y = self.x.to(device), self.y.to(device)
+        return self
+
+    def __len__(self) -> int:
+        return -(-len(self.y) // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.y)
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+            order = torch.randperm(n, generator=generator).to(self.x.device)
+            for start in range(0, n, self.batch_size):
+                lo, hi = self.world.shard(start, min(start + self.batch_size, n))
+                idx = order[lo:hi]
+                yield self.x.index_select(0, idx), self.y.index_select(0, idx)
+        else:
+            for start in range(0, n, self.batch_size):
+                lo, hi = self.world.shard(start, min(start + self.batch_size, n))
+                yield self.x[lo:hi], self.y[lo:hi]
+
+
+def default_workers() -> int:
+    """DataLoader worker processes: one per core but one (the training process), at most 8."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(0, min(8, cores - 1))
+
+
+def stratified_split(labels: torch.Tensor, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (train, val) with the same class proportions in both, reproducible from ``seed``.
+
+    ``round(N * val_fraction)`` go to val, shared among the classes by largest remainder, so a
+    small dataset still gets its share (5 of 50 images in 10 classes: one each from 5 classes)."""
+    generator = torch.Generator().manual_seed(seed)
+    classes = torch.unique(labels).tolist()
+    members = [torch.nonzero(labels == cls).flatten() for cls in classes]
+    quotas = [len(idx) * val_fraction for idx in members]
+    counts = [int(q) for q in quotas]
+    spare = round(len(labels) * val_fraction) - sum(counts)
+    by_remainder = sorted(range(len(classes)), key=lambda i: counts[i] - quotas[i])  # stable: ties by class
+    for i in by_remainder[: max(spare, 0)]:
+        counts[i] += 1
+    train, val = [], []
+    for idx, n_val in zip(members, counts, strict=True):
+        idx = idx[torch.randperm(len(idx), generator=generator)]
+        val.append(idx[:n_val])
+        train.append(idx[n_val:])
+    return torch.cat(train).sort().values, torch.cat(val).sort().values
+
 
 DEFAULT_VAL_SPLIT = 0.1  # Distiller's --valid-size default
 MAX_WORKERS = 128
@@ -73,6 +147,10 @@ class SeededLoader:
 
     def shard(self, world: World) -> None:
         self.world = world
+
+    def to(self, device: torch.device | str) -> SeededLoader:
+        """Batches stay on the CPU (pinned with --device cuda); the loop moves each one."""
+        return self
 
     def __len__(self) -> int:
         return -(-len(self.dataset) // self.batch_size)
