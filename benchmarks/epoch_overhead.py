@@ -98,9 +98,10 @@ class CompressEpoch:
 
     def __call__(self, epoch: int) -> dict[str, float]:
         from compress.checkpoint import save_checkpoint
-        from compress.commands.train import format_epoch
-        from compress.sparsity import format_table, measure_sparsity
-        from compress.training import EpochResult, evaluate, train_one_epoch
+        from compress.recorder import format_epoch, zero_filters
+        from compress.report import sparsity_table
+        from compress.sparsity import measure_sparsity
+        from compress.training import EpochResult, Loop, evaluate, train_one_epoch
 
         exp = self.exp
         times = {}
@@ -110,7 +111,7 @@ class CompressEpoch:
         exp.scheduler.on_epoch_begin(epoch)
         loader = StampedLoader(exp.data.train, self.stamps)
         data_loss, rule_losses = train_one_epoch(
-            exp.model, loader, exp.optimizer, exp.scheduler, epoch=epoch, device=exp.device
+            exp.model, loader, exp.optimizer, exp.scheduler, epoch=epoch, loop=Loop(epoch + 1, exp.device)
         )
         t1 = time.perf_counter()
         metrics = evaluate(exp.model, exp.data.val, device=exp.device)
@@ -126,10 +127,10 @@ class CompressEpoch:
             **metrics,
         )
         layers = measure_sparsity(exp.model, self.touched)
-        report = format_table(layers)
+        report = sparsity_table(layers)
         t3 = time.perf_counter()
         totals = self.files.write_epoch(result, layers)
-        line = format_epoch(result, totals["sparsity"])
+        line = format_epoch(result, totals["sparsity"], zero_filters(layers))
         self.files.log(line)
         assert report and line
         # What run_training's checkpoint holds that costs anything: weights, optimizer, scheduler, RNG.

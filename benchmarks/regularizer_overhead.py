@@ -115,7 +115,7 @@ class Variant:
 
 def run_chunk(variant: Variant, loader, steps: int, epoch: int) -> float:
     """``steps`` steps of the real loop; seconds per step."""
-    from compress.training import train_one_epoch
+    from compress.training import Loop, train_one_epoch
 
     loader.set_epoch(epoch)
     t = time.perf_counter()
@@ -125,8 +125,7 @@ def run_chunk(variant: Variant, loader, steps: int, epoch: int) -> float:
         variant.optimizer,
         variant.hooks,
         epoch=epoch,
-        device=torch.device("cpu"),
-        limit_batches=steps,
+        loop=Loop(epoch + 1, torch.device("cpu"), limit_batches=steps),
     )
     return (time.perf_counter() - t) / steps
 

@@ -54,9 +54,9 @@ def load_dense(checkpoint: Path) -> tuple[torch.nn.Module, tuple[int, int]]:
     from compress.experiment import build_model_for, data_options
 
     state = load_checkpoint(checkpoint)
-    config = resolve_config([state["config"]])
+    config = resolve_config([state.config])
     model = build_model_for(config)
-    model.load_state_dict(state["state_dict"])
+    model.load_state_dict(state.state_dict)
     shape = dataset_shape(config.dataset, data_options(config))
     return model.eval(), (shape.in_channels, shape.input_size)
 

@@ -14,21 +14,21 @@ from typing import Any
 
 from torch import nn
 
-from compress.checkpoint import load_checkpoint
-from compress.config import RunConfig, resolve_config
+from compress.checkpoint import RunState, load_checkpoint
+from compress.config import RunConfig, checked, resolve_config
 from compress.errors import CompressError
 
 
 @dataclass
 class RunArtifacts:
     checkpoint: Path
-    state: dict[str, Any]
+    state: RunState
     run_dir: Path | None  # None for a checkpoint outside a run directory
     history: list[dict[str, Any]] = field(default_factory=list)  # metrics.csv rows, numbers parsed
 
     @property
     def config(self) -> RunConfig:
-        return resolve_config([self.state["config"]])
+        return resolve_config([self.state.config])
 
     def rule_names(self) -> list[str]:
         if self.history:
@@ -36,8 +36,12 @@ class RunArtifacts:
         return []
 
 
-def load_artifacts(path: Path, what: str = "RUN_OR_CKPT", *, prefer: str = "checkpoint.pt") -> RunArtifacts:
-    """A run directory (its ``prefer`` checkpoint) or a checkpoint file."""
+RUN_CHECKPOINT = "best.pt"  # what a run directory means to report, eval, thin and plot
+
+
+def load_artifacts(path: Path, what: str = "RUN_OR_CKPT", *, prefer: str = RUN_CHECKPOINT) -> RunArtifacts:
+    """A run directory (its ``best.pt``: the one checkpoint every command that reads a run uses, and
+    the one the end-of-run summary describes) or a checkpoint file."""
     path = Path(path)
     if path.is_dir():
         file = path / prefer
@@ -46,6 +50,7 @@ def load_artifacts(path: Path, what: str = "RUN_OR_CKPT", *, prefer: str = "chec
     else:
         file = path
     state = load_checkpoint(file, what)
+    checked(state.config, lambda key: f"{what}: {file}: config.{key}")
     run_dir = file.parent if (file.parent / "metrics.csv").exists() else None
     history = read_history(run_dir / "metrics.csv") if run_dir else []
     return RunArtifacts(file, state, run_dir, history)
@@ -77,10 +82,10 @@ def model_from(artifacts: RunArtifacts) -> nn.Module:
     from compress.resume import load_weights
 
     model = build_model_for(artifacts.config)
-    if artifacts.state.get("thinned_spec"):
+    if artifacts.state.thinned_spec:
         from compress.thinning import rebuild
 
-        rebuild(model, artifacts.state["thinned_spec"])
+        rebuild(model, artifacts.state.thinned_spec)
     load_weights(model, artifacts.state, artifacts.checkpoint, artifacts.config.arch)
     return model.eval()
 
@@ -90,10 +95,10 @@ def touched_parameters(artifacts: RunArtifacts) -> list[str]:
     from compress.schedule import parse_schedule
 
     try:
-        schedule = parse_schedule(artifacts.state["schedule_text"], artifacts.state["schedule_source"])
+        schedule = parse_schedule(artifacts.state.schedule_text, artifacts.state.schedule_source)
     except CompressError:
         return []
     from compress.scheduler import match_parameters
 
-    names = list(artifacts.state["state_dict"])
+    names = list(artifacts.state.state_dict)
     return [n for rule in schedule.rules for t in rule.targets for n in match_parameters(t.pattern, names)]

@@ -1,9 +1,11 @@
-"""Checkpoints: written atomically, read without running pickled code."""
+"""Checkpoints: what one holds (``RunState``, every key named once), written atomically, read without
+running pickled code, and checked field by field before anything uses them."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +17,100 @@ FORMAT = "compress-checkpoint"
 VERSION = 1
 
 
-def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+@dataclass
+class RunState:
+    """Everything a run saves: the tensors, where it stands, and how it was made (settings and the
+    schedule's text), so that a checkpoint alone can be evaluated, reported, thinned or resumed."""
+
+    arch: str
+    state_dict: dict[str, torch.Tensor]
+    config: dict[str, Any]
+    schedule_text: str
+    schedule_source: str
+    optimizer: dict[str, Any] | None = None
+    scheduler: dict[str, Any] | None = None
+    epoch: int = -1  # the last completed epoch
+    next_epoch: int = 0
+    next_step: int = 0
+    epoch_totals: dict[str, Any] | None = None  # sums of an interrupted epoch (training.EpochTotals)
+    interrupted: bool = False
+    top1: float | None = None
+    best_top1: float = float("-inf")
+    best_epoch: int | None = None
+    best_key: list | None = None  # BestRule.key of best.pt, compared with each new epoch's
+    rng: dict[str, Any] | None = None
+    thinned_spec: dict[str, dict[str, int]] | None = None
+    thinned_from: str | None = None  # compress thin's input
+    thinner: dict[str, Any] | None = None  # the thinner's state (which thinnings are done)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "version": VERSION, **{f.name: getattr(self, f.name) for f in fields(self)}}
+
+    @classmethod
+    def from_dict(cls, raw: Any, path: Path, what: str) -> RunState:
+        """The checkpoint's fields, each of the type it must have; else one error naming the field."""
+        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+            raise CompressError(f"{what}: {path} is not a compress checkpoint")
+        problems = [f"{name} {why}" for name, why in _problems(raw)]
+        if problems:
+            raise CompressError(f"{what}: {path} is a damaged compress checkpoint: {'; '.join(problems[:3])}")
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+
+# field -> (accepted types, required)
+_TYPES: dict[str, tuple[tuple[type, ...], bool]] = {
+    "arch": ((str,), True),
+    "state_dict": ((dict,), True),
+    "config": ((dict,), True),
+    "schedule_text": ((str,), True),
+    "schedule_source": ((str,), True),
+    "optimizer": ((dict, type(None)), False),
+    "scheduler": ((dict, type(None)), False),
+    "epoch": ((int,), False),
+    "next_epoch": ((int,), False),
+    "next_step": ((int,), False),
+    "epoch_totals": ((dict, type(None)), False),
+    "interrupted": ((bool,), False),
+    "top1": ((float, int, type(None)), False),
+    "best_top1": ((float, int), False),
+    "best_epoch": ((int, type(None)), False),
+    "best_key": ((list, type(None)), False),
+    "rng": ((dict, type(None)), False),
+    "thinned_spec": ((dict, type(None)), False),
+    "thinned_from": ((str, type(None)), False),
+    "thinner": ((dict, type(None)), False),
+}
+
+
+def _problems(raw: dict[str, Any]) -> list[tuple[str, str]]:
+    out = []
+    for name, (types, required) in _TYPES.items():
+        if name not in raw:
+            if required:
+                out.append((name, "is missing"))
+            continue
+        value = raw[name]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            out.append((name, f"is a {type(value).__name__}, not a {' or '.join(t.__name__ for t in types)}"))
+    tensors = raw.get("state_dict")
+    if isinstance(tensors, dict) and not all(isinstance(v, torch.Tensor) for v in tensors.values()):
+        out.append(("state_dict", "holds something that is not a tensor"))
+    for name in ("next_epoch", "next_step"):
+        value = raw.get(name, 0)
+        if isinstance(value, int) and value < 0:
+            out.append((name, f"is negative ({value})"))
+    return out
+
+
+def save_checkpoint(state: RunState | dict[str, Any], path: Path) -> None:
     """Temporary file in the same directory, fsync, rename: a kill mid-write leaves the old file intact."""
     path = Path(path)
+    data = state.to_dict() if isinstance(state, RunState) else {"format": FORMAT, "version": VERSION, **state}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, "version": VERSION, **state}, f)
+            torch.save(data, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -30,16 +119,14 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
         raise
 
 
-def load_checkpoint(path: Path | str, what: str = "checkpoint") -> dict[str, Any]:
+def load_checkpoint(path: Path | str, what: str = "checkpoint") -> RunState:
     path = Path(path)
     if not path.is_file():
         raise CompressError(f"{what}: {'is a directory' if path.is_dir() else 'file not found'}: {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for foreign or truncated files
         raise CompressError(
             f"{what}: {path} is not a readable checkpoint ({type(exc).__name__}: {str(exc)[:200]})"
         ) from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CompressError(f"{what}: {path} is not a compress checkpoint")
-    return state
+    return RunState.from_dict(raw, path, what)

@@ -1,4 +1,7 @@
-"""The ``compress`` command. The only module that prints; ``CompressError`` becomes exit code 2."""
+"""The ``compress`` command. The only module that prints and the only one that chooses exit codes:
+the library raises ``CompressError`` (a user's mistake) or ``StoppedBySignal``, and this module turns
+them into click exceptions whose ``exit_code`` and ``show()`` click uses (2 and one line per problem;
+128 + the signal number and the command that resumes)."""
 
 from __future__ import annotations
 
@@ -8,40 +11,71 @@ from typing import Any
 
 import click
 
-from compress.config import MAXIMA, OPTIMIZERS, Settings, layered_settings, load_config_file
+from compress.config import SETTINGS, Setting, Settings, layered_settings
 from compress.errors import CompressError, Diagnostic
 
 FILE = click.Path(path_type=Path, dir_okay=True)  # existence is checked by our readers, with our message
+TABLES = ("end", "every", "none")
+
+
+class UserError(click.ClickException):
+    """A mistake in the user's input: one line per problem, sorted by file and line, exit code 2."""
+
+    exit_code = 2
+
+    def __init__(self, diagnostics: list[Diagnostic]):
+        super().__init__("\n".join(map(str, diagnostics)))
+        self.diagnostics = diagnostics
+
+    def show(self, file: Any = None) -> None:
+        for d in sorted(self.diagnostics, key=lambda d: (d.file or "", d.line or 0)):
+            click.echo(str(d) if d.file else f"error: {d}", err=True)
+
+
+class BadUsage(click.ClickException):
+    """click's usage errors (a bad flag or value) as one line naming the command, exit code 2."""
+
+    exit_code = 2
+
+    def __init__(self, error: click.UsageError):
+        super().__init__(error.format_message())
+        self.command = error.ctx.command_path if error.ctx else None
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.command + ': ' if self.command else ''}{self.format_message()}", err=True)
+
+
+class Stopped(click.ClickException):
+    """A run stopped by SIGINT / SIGTERM: its checkpoint is saved; exit code 128 + the signal's number."""
+
+    def __init__(self, stopped: Any):
+        super().__init__(str(stopped))
+        self.exit_code, self.stopped = 128 + stopped.signum, stopped
+
+    def show(self, file: Any = None) -> None:
+        if self.stopped.run_dir is None:  # every torchrun process but the first stays silent
+            return
+        click.echo(f"{self.stopped}; saved {self.stopped.saved}")
+        click.echo(f"resume with: compress train --resume {self.stopped.run_dir}")
 
 
 class CompressGroup(click.Group):
-    """Turns our errors and click's usage errors into one line each and exit code 2, no traceback."""
+    """Turns the library's exceptions into the click exceptions above (click prints them and exits)."""
 
-    def main(self, args: list[str] | None = None, *rest: Any, **kwargs: Any) -> Any:
-        kwargs["standalone_mode"] = False
-        args = join_best(list(sys.argv[1:] if args is None else args))
-        try:
-            return super().main(args, *rest, **kwargs)
-        except click.exceptions.Abort:
-            click.echo("aborted", err=True)
-            sys.exit(1)
-        except click.ClickException as exc:
-            command = f"{exc.ctx.command_path}: " if getattr(exc, "ctx", None) else ""
-            click.echo(f"error: {command}{exc.format_message()}", err=True)
-            sys.exit(exc.exit_code)
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, join_best(args))
 
     def invoke(self, ctx: click.Context) -> Any:
+        from compress.commands.train import StoppedBySignal
+
         try:
             return super().invoke(ctx)
         except CompressError as exc:
-            for diagnostic in sorted(exc.diagnostics, key=_where):
-                click.echo(f"error: {diagnostic}" if not diagnostic.file else str(diagnostic), err=True)
-            sys.exit(2)
-
-
-def _where(d: Diagnostic) -> tuple[str, int]:
-    """Errors sorted by file and line (those without a file first, as given)."""
-    return (d.file or "", d.line or 0)
+            raise UserError(exc.diagnostics) from None
+        except StoppedBySignal as exc:
+            raise Stopped(exc) from None
+        except click.UsageError as exc:
+            raise BadUsage(exc) from None
 
 
 def join_best(args: list[str]) -> list[str]:
@@ -54,7 +88,49 @@ def join_best(args: list[str]) -> list[str]:
     return out
 
 
-@click.group(cls=CompressGroup)
+class SettingType(click.ParamType):
+    """A flag checked by the same rules as the setting in a config file (finite numbers, bounds)."""
+
+    def __init__(self, setting: Setting):
+        self.setting = setting
+        self.name = setting.kind.__name__
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and self.setting.kind in (int, float):
+            try:
+                value = self.setting.kind(value)
+            except ValueError:
+                self.fail(f"expected {'an integer' if self.setting.kind is int else 'a number'}, got {value!r}",
+                          param, ctx)  # fmt: skip
+        problem = self.setting.check(value)
+        if problem:
+            self.fail(problem, param, ctx)
+        return value
+
+
+def setting_options(command: str):
+    """The run-setting flags of ``command`` (``run``: train and check; ``train``: train alone), each
+    derived from its definition in ``compress.config``; ``--config`` first."""
+
+    def decorate(f):
+        for name, s in reversed(SETTINGS.items()):
+            if s.flag == "run" or s.flag == command:
+                f = _option(name, s)(f)
+        return click.option("--config", "config_path", type=FILE, help="Run settings YAML (configs/*.yaml).")(f)
+
+    return decorate
+
+
+def _option(name: str, s: Setting):
+    flag = "--" + name.replace("_", "-")
+    if s.kind is bool:
+        return click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=s.help)
+    if s.choices is not None:
+        return click.option(flag, name, type=click.Choice(s.choices()), help=s.help)
+    return click.option(flag, name, type=SettingType(s), help=s.help)
+
+
+@click.group(name="compress", cls=CompressGroup)
 @click.version_option(package_name="compress")
 def main() -> None:
     """Train image classifiers under scheduled L1 / L2 / group-lasso regularization and report sparsity."""
@@ -72,10 +148,10 @@ def _load_schedule(path: Path):
     return load_schedule(path, defer_errors=True)
 
 
-def _settings(schedule, config_path: Path | None, flags: dict[str, Any], base: dict | None = None) -> Settings:
+def _settings(schedule, config_path: Path | None, flags: dict[str, Any]) -> Settings:
     """The run settings; a config file that cannot be read is reported together with the schedule's
     own errors (one round shows every mistake)."""
-    settings = layered_settings(schedule, config_path, flags, base)
+    settings = layered_settings(schedule, config_path, flags)
     if settings.problems:
         from compress.experiment import plan
 
@@ -89,107 +165,42 @@ def _settings(schedule, config_path: Path | None, flags: dict[str, Any], base: d
     return settings
 
 
-def run_options(f):
-    """The run-setting flags shared by train and check; each overrides the config files."""
-    options = [
-        click.option("--config", "config_path", type=FILE, help="Run settings YAML (configs/*.yaml)."),
-        click.option(
-            "--arch",
-            help="Model: a name `compress models` lists (default lenet5), or package.module:function of your own.",
-        ),
-        click.option("--dataset", help="Dataset: a name `compress datasets` lists (default mnist5k, embedded)."),
-        click.option("--data-dir", help="Where the dataset lives (all but mnist5k); imagefolder: DIR/train, DIR/val."),
-        click.option("--input-size", type=click.IntRange(min=1), help="Image side for imagenet / imagefolder (224)."),
-        click.option("--pretrained", help="Start from this local state_dict (the head is replaced if classes differ)."),
-        click.option("--epochs", type=click.IntRange(1, MAXIMA["epochs"]), help="Number of epochs."),
-        click.option("--batch-size", type=click.IntRange(min=1), help="Training batch size."),
-        click.option("--optimizer", type=click.Choice(OPTIMIZERS), help="Optimizer."),
-        click.option("--lr", type=click.FloatRange(min=0), help="Learning rate."),
-        click.option("--momentum", type=click.FloatRange(min=0), help="SGD momentum."),
-        click.option("--nesterov/--no-nesterov", default=None, help="Nesterov momentum (SGD)."),
-        click.option("--weight-decay", type=click.FloatRange(min=0), help="Optimizer weight decay on every parameter."),
-        click.option("--seed", type=click.IntRange(0, 2**63 - 1), help="Seed: same seed, same result on the CPU."),
-        click.option("--device", help="cpu (default), cuda or cuda:N."),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
-
-
 @main.command()
 @click.option("--schedule", "schedule_path", type=FILE, help="Schedule YAML (ours or Distiller's).")
 @click.option("--resume", type=FILE, help="Continue a run exactly: its directory or a checkpoint.")
-@click.option(
-    "--reset-optimizer",
-    is_flag=True,
-    help="With --resume: start a new run at epoch 0 from the checkpoint's weights (fine-tuning).",
-)
-@run_options
-@click.option("--download/--no-download", default=None, help="Let torchvision fetch a missing dataset into --data-dir.")
-@click.option(
-    "--val-split",
-    type=click.FloatRange(min=0, max=1, max_open=True),
-    help="Validate on this stratified share of the training images (default 0.1 where a dataset has no "
-    "validation split; 0: its test split, as Distiller's --vs 0).",
-)
-@click.option("--test/--no-test", default=None, help="Evaluate the final weights on the test split at the end.")
-@click.option("--workers", type=click.IntRange(min=0), help="DataLoader worker processes (default: cores - 1, max 8).")
-@click.option("--out-dir", help="Where run directories go (default runs).")
-@click.option("--name", help="Run directory name (default: schedule name and a timestamp).")
-@click.option("--limit-batches", type=click.IntRange(min=1), help="Train and validate on at most N batches per epoch.")
+@click.option("--reset-optimizer", is_flag=True,
+              help="With --resume: a new run at epoch 0 from the checkpoint's weights (fine-tuning).")  # fmt: skip
+@setting_options("train")
 @click.option("--overwrite", is_flag=True, help="Reuse an existing run directory of the same name.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
-@click.option("--best", help="How best.pt is chosen: top1 (default), or sparsity-at-top1 B (sparsest with top1 >= B).")
-@click.option("--tensorboard/--no-tensorboard", default=None, help="Write TensorBoard events to RUN/tensorboard.")
+@click.option("--table", type=click.Choice(TABLES), default="end",
+              help="The per-layer sparsity table: at the end (default), after every epoch, or none.")  # fmt: skip
 @click.option("--plots/--no-plots", default=True, help="PNG plots at the end of the run (needs matplotlib).")
-def train(
-    schedule_path: Path | None,
-    resume: Path | None,
-    reset_optimizer: bool,
-    config_path: Path | None,
-    overwrite: bool,
-    progress: bool | None,
-    plots: bool,
-    **flags: Any,
-) -> None:
-    """Train a model under a schedule; writes runs/<name>/ and prints sparsity every epoch."""
+def train(schedule_path: Path | None, resume: Path | None, reset_optimizer: bool, config_path: Path | None,
+          overwrite: bool, progress: bool | None, table: str, plots: bool, **flags: Any) -> None:  # fmt: skip
+    """Train a model under a schedule; writes runs/<name>/ and prints one line per epoch."""
     from compress.commands.train import run_training
+    from compress.resume import resumed_run
 
     if schedule_path is None and resume is None:
         raise click.UsageError("Missing option '--schedule' (or --resume RUN to continue a run).")
     if reset_optimizer and resume is None:
         raise click.UsageError("--reset-optimizer only makes sense with --resume.")
+    schedule = _load_schedule(schedule_path) if schedule_path is not None else None
     run = None
     if resume is not None:
-        schedule, config, run = _resume_setup(resume, reset_optimizer, schedule_path, config_path, flags)
+        schedule, config, run = resumed_run(resume, reset=reset_optimizer, schedule=schedule, config_path=config_path,
+                                            flags=flags)  # fmt: skip
     else:
-        schedule = _load_schedule(schedule_path)
         config = _settings(schedule, config_path, flags).config
     show_progress = sys.stderr.isatty() if progress is None else progress
     run_training(schedule, config, overwrite=overwrite, progress=show_progress, echo=click.echo,
-                 warn=_print_warnings, resume=run, plots=plots)  # fmt: skip
-
-
-def _resume_setup(path: Path, reset: bool, schedule_path: Path | None, config_path: Path | None, flags: dict):
-    from compress.resume import check_same_schedule, exact_config, load_resume
-    from compress.schedule import parse_schedule
-
-    run = load_resume(path, exact=not reset)
-    if schedule_path is not None:
-        schedule = _load_schedule(schedule_path)
-    else:
-        schedule = parse_schedule(run.state["schedule_text"], run.state["schedule_source"], defer_errors=True)
-    if reset:
-        base = {k: v for k, v in run.state["config"].items() if k != "name"}
-        return schedule, _settings(schedule, config_path, flags, base=base).config, run
-    check_same_schedule(run, schedule.text if schedule_path else None, str(schedule_path))
-    layers = [load_config_file(config_path)] if config_path else []
-    return schedule, exact_config(run, [*layers, flags]), run
+                 warn=_print_warnings, resume=run, plots=plots, table=table)  # fmt: skip
 
 
 @main.command()
 @click.option("--schedule", "schedule_path", type=FILE, help="Schedule YAML to validate against the model.")
-@run_options
+@setting_options("run")
 @click.option("--list-params", is_flag=True, help="Print the model's parameter names and shapes.")
 def check(schedule_path: Path | None, config_path: Path | None, list_params: bool, **flags: Any) -> None:
     """Validate a schedule against a model and print the plan, or list the model's parameters."""
@@ -225,17 +236,24 @@ def datasets() -> None:
     click.echo(format_datasets())
 
 
+STRUCTURES = ["filters", "channels", "kernels", "rows", "cols"]
+
+
 @main.command()
 @click.argument("path", metavar="RUN_OR_CKPT", type=FILE)
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "markdown"]), default="table")
-@click.option("--group", type=click.Choice(["filters", "channels", "kernels", "rows", "cols"]),
+@click.option("--group", type=click.Choice(STRUCTURES),
               help="Show one structured column (plus Std, Mean, Abs-Mean) instead of all five.")  # fmt: skip
-@click.option("--width", type=click.IntRange(min=40), default=100, help="Terminal width the table must fit.")
-def report(path: Path, fmt: str, group: str | None, width: int) -> None:
-    """Sparsity per layer, MACs dense and after thinning, and a run's history per epoch."""
+@click.option("--width", type=click.IntRange(min=40), help="Width the table must fit (default: the terminal's).")
+@click.option("--what", type=click.Choice(["layers", "history"]), default="layers",
+              help="With --format csv: the per-layer table (default) or the run's history, one CSV each.")  # fmt: skip
+def report(path: Path, fmt: str, group: str | None, width: int | None, what: str) -> None:
+    """Sparsity per layer, MACs dense and after thinning, and a run's history per epoch (a run
+    directory means its best.pt)."""
     from compress.commands.report import report_text
+    from compress.recorder import terminal_width
 
-    click.echo(report_text(path, fmt=fmt, group=group, width=width))
+    click.echo(report_text(path, fmt=fmt, group=group, width=width or terminal_width(), what=what))
 
 
 @main.command("eval")
@@ -243,24 +261,24 @@ def report(path: Path, fmt: str, group: str | None, width: int) -> None:
 @click.option("--dataset", help="Evaluate on another dataset than the run's.")
 @click.option("--data-dir", help="Where that dataset lives.")
 @click.option("--test/--no-test", default=None, help="The test split instead of the validation split.")
-@click.option("--batch-size", type=click.IntRange(min=1))
+@click.option("--batch-size", type=SettingType(SETTINGS["batch_size"]))
 @click.option("--device", help="cpu (default), cuda or cuda:N.")
-@click.option("--limit-batches", type=click.IntRange(min=1))
+@click.option("--limit-batches", type=SettingType(SETTINGS["limit_batches"]))
 def evaluate(path: Path, **overrides: Any) -> None:
     """top1 / top5 / loss of a checkpoint (a run directory means its best.pt)."""
     from compress.commands.report import evaluate_checkpoint
 
     m = evaluate_checkpoint(path, overrides)
-    click.echo(f"{path}: {m['split']}  top1 {m['top1']:.2f}  top5 {m['top5']:.2f}  loss {m['val_loss']:.4f}")
+    click.echo(f"{m['checkpoint']}: {m['split']}  top1 {m['top1']:.2f}  top5 {m['top5']:.2f}  loss {m['val_loss']:.4f}")
 
 
 @main.command()
 @click.argument("path", metavar="RUN", type=FILE)
-@click.option("--group", type=click.Choice(["filters", "channels", "kernels", "rows", "cols"]), default="filters",
+@click.option("--group", type=click.Choice(STRUCTURES), default="filters",
               help="Structure shown in the per-layer heatmap.")  # fmt: skip
 def plot(path: Path, group: str) -> None:
     """Write PNG plots into a run directory (needs the plots extra: matplotlib)."""
-    from compress.commands.plot import plot_run
+    from compress.plots import plot_run
 
     for written in plot_run(path, group):
         click.echo(f"wrote {written}")

@@ -1,75 +1,132 @@
-"""Run settings. Precedence, lowest first: defaults < the schedule's ``config:`` < ``--config`` < flags."""
+"""Run settings, each defined once: its type, bounds, choices, whether an exact resume keeps it, and
+the flag that sets it. Config files, flags, the resume check and ``config.yaml`` all derive from
+these definitions. Precedence, lowest first: defaults < the schedule's ``config:`` < ``--config`` <
+flags.
+
+    epochs: int = setting(10, minimum=1, maximum=100_000, resume="free", flag="run", help="Number of epochs.")
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from compress.errors import CompressError, Diagnostic
-from compress.yamlio import FieldChecker, YamlMap, parse_yaml, read_text
+from compress.errors import CompressError, Diagnostic, suggest
+from compress.yamlio import FieldChecker, YamlMap, kind_of, parse_yaml, read_text
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
+RESUME = ("pinned", "free")  # pinned: it changes the numbers, an exact resume keeps it; free: may change
+FLAGS = ("run", "train")  # run: train and check take the flag; train: train only
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One run setting; ``check`` is the one validation config files and flags share."""
+
+    kind: type
+    resume: str
+    flag: str
+    help: str
+    minimum: float | None = None
+    maximum: float | None = None
+    below: float | None = None  # an exclusive upper bound (a share must stay below 1)
+    choices: Callable[[], list[str]] | None = None
+
+    def check(self, value: Any) -> str | None:
+        """Why ``value`` is not valid for this setting, or None (``None`` itself means "not given")."""
+        if value is None:
+            return None
+        if self.kind is bool:
+            return None if isinstance(value, bool) else f"expected true or false, got {kind_of(value)}"
+        if self.kind is str:
+            if not isinstance(value, str):
+                return f"expected a string, got {kind_of(value)}"
+            valid = self.choices() if self.choices else None
+            if valid is not None and value not in valid:
+                return f"unknown value {value!r}{suggest(value, valid)}; valid: {', '.join(valid)}"
+            return None
+        return self._check_number(value)
+
+    def _check_number(self, value: Any) -> str | None:
+        integer = self.kind is int
+        if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+            return f"expected {'an integer' if integer else 'a number'}, got {kind_of(value)}"
+        if not math.isfinite(value):
+            return f"must be a finite number, got {value}"
+        if self.minimum is not None and value < self.minimum:
+            return f"must be >= {self.minimum:g}, got {value}"
+        if self.maximum is not None and value > self.maximum:
+            return f"must be <= {self.maximum:g}, got {value}"
+        if self.below is not None and value >= self.below:
+            return f"must be < {self.below:g}, got {value}"
+        return None
+
+
+def setting(default: Any, kind: type, *, resume: str, flag: str, help: str, **bounds: Any) -> Any:
+    assert resume in RESUME and flag in FLAGS, (resume, flag)
+    return field(default=default, metadata={"setting": Setting(kind, resume, flag, help, **bounds)})
+
+
+def _optimizers() -> list[str]:
+    from compress.optim import OPTIMIZERS
+
+    return OPTIMIZERS.names()
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    arch: str = "lenet5"
-    dataset: str = "mnist5k"
-    epochs: int = 10
-    batch_size: int = 64
-    optimizer: str = "sgd"
-    lr: float = 0.01
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    seed: int = 0
-    device: str = "cpu"
-    out_dir: str = "runs"
-    name: str | None = None
-    limit_batches: int | None = None
+    # what is trained, and how: an exact resume keeps these
+    arch: str = setting("lenet5", str, resume="pinned", flag="run",
+                        help="Model: a name `compress models` lists (default lenet5), or package.module:function.")
+    dataset: str = setting("mnist5k", str, resume="pinned", flag="run",
+                           help="Dataset: a name `compress datasets` lists (default mnist5k, embedded).")
+    epochs: int = setting(10, int, resume="free", flag="run", minimum=1, maximum=100_000, help="Number of epochs.")
+    batch_size: int = setting(64, int, resume="pinned", flag="run", minimum=1, help="Training batch size.")
+    optimizer: str = setting("sgd", str, resume="pinned", flag="run", choices=_optimizers, help="Optimizer.")
+    lr: float = setting(0.01, float, resume="pinned", flag="run", minimum=0, help="Learning rate.")
+    momentum: float = setting(0.9, float, resume="pinned", flag="run", minimum=0, help="SGD momentum.")
+    nesterov: bool = setting(False, bool, resume="pinned", flag="run", help="Nesterov momentum (SGD).")
+    weight_decay: float = setting(0.0, float, resume="pinned", flag="run", minimum=0,
+                                  help="Optimizer weight decay on every parameter.")
+    seed: int = setting(0, int, resume="pinned", flag="run", minimum=0, maximum=2**63 - 1,
+                        help="Seed: same seed, same result on the CPU.")
+    device: str = setting("cpu", str, resume="free", flag="run", help="cpu (default), cuda or cuda:N.")
+    limit_batches: int | None = setting(None, int, resume="pinned", flag="train", minimum=1,
+                                        help="Train and validate on at most N batches per epoch.")
     # data and model sources (compress.datasets, compress.models); None means "the dataset's default"
-    data_dir: str | None = None
-    download: bool = False
-    val_split: float | None = None
-    test: bool = False
-    workers: int | None = None
-    input_size: int | None = None
-    pretrained: str | None = None
+    data_dir: str | None = setting(None, str, resume="free", flag="run",
+                                   help="Where the dataset lives (all but mnist5k); imagefolder: DIR/train, DIR/val.")
+    download: bool = setting(False, bool, resume="free", flag="train",
+                             help="Let torchvision fetch a missing dataset into --data-dir.")
+    val_split: float | None = setting(None, float, resume="pinned", flag="train", minimum=0, below=1,
+                                      help="Validate on this stratified share of the training images (default 0.1 "
+                                      "where a dataset has no validation split; 0: its test split, as Distiller's "
+                                      "--vs 0).")  # fmt: skip
+    test: bool = setting(False, bool, resume="free", flag="train",
+                         help="Evaluate the final weights on the test split at the end.")
+    workers: int | None = setting(None, int, resume="free", flag="train", minimum=0, maximum=128,
+                                  help="DataLoader worker processes (default: cores - 1, max 8).")
+    input_size: int | None = setting(None, int, resume="pinned", flag="run", minimum=1,
+                                     help="Image side for imagenet / imagefolder (224).")
+    pretrained: str | None = setting(None, str, resume="pinned", flag="run",
+                                     help="Start from this local state_dict (the head is replaced if classes differ).")
     # what a run writes, not what it computes
-    best: str = "top1"
-    tensorboard: bool = False
+    out_dir: str = setting("runs", str, resume="free", flag="train", help="Where run directories go (default runs).")
+    name: str | None = setting(None, str, resume="free", flag="train",
+                               help="Run directory name (default: schedule name and a timestamp).")
+    best: str = setting("top1", str, resume="free", flag="train",
+                        help="How best.pt is chosen: top1 (default), or sparsity-at-top1 B (sparsest with top1 >= B).")
+    tensorboard: bool = setting(False, bool, resume="free", flag="train",
+                                help="Write TensorBoard events to RUN/tensorboard.")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-# key -> (type, minimum); None minimum means any value of the type
-_RULES: dict[str, tuple[type, float | None]] = {
-    "arch": (str, None),
-    "dataset": (str, None),
-    "epochs": (int, 1),
-    "batch_size": (int, 1),
-    "optimizer": (str, None),
-    "lr": (float, 0),
-    "momentum": (float, 0),
-    "nesterov": (bool, None),
-    "weight_decay": (float, 0),
-    "seed": (int, 0),
-    "device": (str, None),
-    "out_dir": (str, None),
-    "name": (str, None),
-    "limit_batches": (int, 1),
-    "data_dir": (str, None),
-    "download": (bool, None),
-    "val_split": (float, 0),
-    "test": (bool, None),
-    "workers": (int, 0),
-    "input_size": (int, 1),
-    "pretrained": (str, None),
-    "best": (str, None),
-    "tensorboard": (bool, None),
-}
+SETTINGS: dict[str, Setting] = {f.name: f.metadata["setting"] for f in fields(RunConfig)}
+PINNED = tuple(name for name, s in SETTINGS.items() if s.resume == "pinned")
 
 
 def load_config_file(path: Path | str, what: str = "--config") -> dict[str, Any]:
@@ -84,33 +141,26 @@ def load_config_file(path: Path | str, what: str = "--config") -> dict[str, Any]
         check.raise_if_errors()
     for dup in duplicates:
         check.error(dup.second_line, dup.key, f"duplicate key (first at line {dup.first_line})")
-    check.keys(data, "", set(_RULES))
+    check.keys(data, "", set(SETTINGS))
     out = {}
-    for key in data:
-        if key in _RULES and (value := _read(check, data, key)) is not None:
-            out[key] = value
+    for key, value in data.items():
+        if key in SETTINGS:
+            problem = SETTINGS[key].check(value)
+            if problem:
+                check.error(data.line_of(key), key, problem)
+            elif value is not None:
+                out[key] = value
     check.raise_if_errors()
     return out
 
 
-# upper bounds, shared with the CLI flags: beyond them a value is a typo (and 1e9 epochs would hang)
-MAXIMA = {"epochs": 100_000}
-
-
-def _read(check: FieldChecker, data: YamlMap, key: str) -> Any:
-    kind, minimum = _RULES[key]
-    if kind is str:
-        return check.string(data, key, "", None, set(OPTIMIZERS) if key == "optimizer" else None)
-    if kind is bool:
-        return check.boolean(data, key, "")
-    value = check.number(data, key, "", None, integer=kind is int, minimum=minimum)
-    if value is not None and key in MAXIMA and value > MAXIMA[key]:
-        check.error(data.line_of(key), key, f"must be <= {MAXIMA[key]}, got {value}")
-        return None
-    if key == "val_split" and value is not None and value >= 1:
-        check.error(data.line_of(key), key, f"must be < 1 (a share of the training images), got {value}")
-        return None
-    return value
+def checked(values: dict[str, Any], where: Callable[[str], str]) -> dict[str, Any]:
+    """``values`` (a stored config, flags) through the same checks as a config file; ``where(key)``
+    names the key in the error (``--lr``, ``CKPT: config.lr``)."""
+    problems = [f"{where(k)}: {p}" for k, v in values.items() if k in SETTINGS and (p := SETTINGS[k].check(v))]
+    if problems:
+        raise CompressError([Diagnostic(p) for p in problems])
+    return values
 
 
 @dataclass(frozen=True)
@@ -155,9 +205,8 @@ def resolve_config(layers: list[dict[str, Any]]) -> RunConfig:
     merged: dict[str, Any] = {}
     for layer in layers:
         merged.update({k: v for k, v in layer.items() if v is not None})
-    names = {f.name for f in fields(RunConfig)}
-    values = {k: v for k, v in merged.items() if k in names}
-    for key in ("lr", "momentum", "weight_decay", "val_split"):
-        if key in values:
+    values = {k: v for k, v in merged.items() if k in SETTINGS}
+    for key, s in SETTINGS.items():
+        if s.kind is float and key in values:
             values[key] = float(values[key])
     return RunConfig(**values)

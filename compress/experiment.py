@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -18,6 +19,10 @@ from compress.models.pretrained import load_pretrained
 from compress.optim import build_optimizer
 from compress.schedule.model import Schedule
 from compress.scheduler import BoundRule, CompressionScheduler, bind
+from compress.training import HookChain, Hooks, Loop, evaluate
+
+if TYPE_CHECKING:
+    from compress.thinning.state import Thinner
 
 
 def resolve_device(name: str) -> torch.device:
@@ -106,17 +111,34 @@ class Experiment:
     base_spec: dict | None = None  # the thinned architecture the run started from, if any
     world: World = SINGLE  # the torchrun processes (one process: SINGLE)
     train_model: nn.Module | None = None  # what the loop calls: the model, or its DDP wrapper
+    thinner: Thinner | None = None  # thins during training, where the schedule says so
+
+    @property
+    def hooks(self) -> Hooks:
+        """What the loop calls: the compression scheduler, then the thinner."""
+        return self.scheduler if self.thinner is None else HookChain([self.scheduler, self.thinner])
+
+    @property
+    def loop(self) -> Loop:
+        return Loop(self.config.epochs, self.device, self.config.limit_batches, self.world)
+
+    @property
+    def thinned_spec(self) -> dict | None:
+        """The architecture now: the starting spec plus every thinning done in this run."""
+        return self.thinner.spec if self.thinner is not None else self.base_spec
+
+    def evaluate_test(self) -> dict[str, float] | None:
+        """``--test``: the weights now on the test split (``None`` without ``--test``); every process
+        takes part (the sums are reduced over them)."""
+        if self.data.test is None:
+            return None
+        return evaluate(self.train_model or self.model, self.data.test, device=self.device,
+                        limit_batches=self.config.limit_batches, world=self.world)  # fmt: skip
 
     def close(self, *, together: bool) -> None:
         """Under torchrun: drop the DDP wrapper, then leave the process group (see ``leave``)."""
         self.train_model = None
         leave(self.world, together=together)
-
-    @property
-    def thinned_spec(self) -> dict | None:
-        """The architecture now: the starting spec plus every thinning done in this run."""
-        thinner = self.scheduler.thinner
-        return thinner.spec if thinner is not None else self.base_spec
 
 
 def build_experiment(schedule: Schedule, config: RunConfig, thinned_spec: dict | None = None) -> Experiment:
@@ -125,23 +147,17 @@ def build_experiment(schedule: Schedule, config: RunConfig, thinned_spec: dict |
         raise CompressError("thin: thinning during a torchrun run is not supported yet; thin the checkpoint "
                             "afterwards with compress thin, then fine-tune it with --resume")  # fmt: skip
     model, rules, warnings = plan(schedule, config, device, thinned_spec)
-    optimizer = build_optimizer(
-        config.optimizer,
-        model.parameters(),
-        lr=config.lr,
-        momentum=config.momentum,
-        nesterov=config.nesterov,
-        weight_decay=config.weight_decay,
-    )
+    optimizer = build_optimizer(config.optimizer, model.parameters(), lr=config.lr, momentum=config.momentum,
+                                nesterov=config.nesterov, weight_decay=config.weight_decay)  # fmt: skip
+    scheduler = CompressionScheduler(rules, optimizer, schedule, value_every=VALUE_EVERY)
     thinner = None
     if schedule.thinning:
         from compress.thinning.state import Thinner
 
-        thinner = Thinner(schedule.thinning, config.epochs, model, example_input(config), optimizer, thinned_spec)
-    scheduler = CompressionScheduler(rules, optimizer, schedule, thinner, value_every=VALUE_EVERY)
+        thinner = Thinner(schedule.thinning, config.epochs, model, example_input(config), optimizer, scheduler,
+                          thinned_spec)  # fmt: skip
     data = build_dataset(config.dataset, batch_size=config.batch_size, seed=config.seed, device=device, world=world,
                          options=data_options(config, device))  # fmt: skip
     warnings = warnings + [Diagnostic(note) for note in data.notes]
-    train_model = wrap(model, world, device)
     return Experiment(config, schedule, device, model, data, optimizer, scheduler, warnings, thinned_spec, world,
-                      train_model)  # fmt: skip
+                      wrap(model, world, device), thinner)  # fmt: skip

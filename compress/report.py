@@ -44,20 +44,50 @@ def layer_rows(layers: list[LayerSparsity], group: str | None) -> tuple[list[str
     return headers, rows
 
 
-def text_table(headers: list[str], rows: list[list[str]], width: int | None = 100) -> str:
-    """Left-aligned first column, right-aligned numbers; the first column is shortened in the
-    middle until the table fits ``width``."""
-    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+def text_table(headers: list[str], rows: list[list[str]], width: int | None = 100,
+               droppable: tuple[str, ...] = ()) -> str:  # fmt: skip
+    """Left-aligned first column, right-aligned numbers, fitted to ``width``: columns that hold
+    nothing ('-' or empty in every row) go first, then the ``droppable`` ones in order, and only
+    then is the first column shortened in the middle (never below 12 characters)."""
+    columns = [i for i in range(len(headers)) if i == 0 or any(r[i] not in ("-", "") for r in rows)]
+    headers, rows = [headers[i] for i in columns], [[r[i] for i in columns] for r in rows]
+
+    def widths() -> list[int]:
+        return [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+
+    for name in droppable:
+        if width is None or sum(widths()) + 2 * (len(headers) - 1) <= width or name not in headers:
+            continue
+        i = headers.index(name)
+        headers, rows = headers[:i] + headers[i + 1 :], [r[:i] + r[i + 1 :] for r in rows]
+    w = widths()
     if width is not None:
-        rest = sum(widths[1:]) + 2 * (len(widths) - 1)
-        widths[0] = max(8, min(widths[0], width - rest))
+        rest = sum(w[1:]) + 2 * (len(w) - 1)
+        w[0] = max(12, min(w[0], width - rest))
     lines = []
     for row in [headers, *rows]:
-        cells = [shorten(row[0], widths[0]).ljust(widths[0])]
-        cells += [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
+        cells = [shorten(row[0], w[0]).ljust(w[0])] + [c.rjust(n) for c, n in zip(row[1:], w[1:], strict=True)]
         lines.append("  ".join(cells).rstrip())
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.insert(1, "  ".join("-" * n for n in w))
     return "\n".join(lines)
+
+
+def sparsity_table(layers: list[LayerSparsity], width: int | None = 100) -> str:
+    """Distiller's per-layer table (Rows / Cols mean what our group names mean), fitted to ``width``,
+    and the total sparsity."""
+    headers = ["Name", "Shape", "NNZ (dense)", "NNZ (sparse)", *STRUCTURED, "Fine (%)", "Std", "Mean", "Abs-Mean"]
+    rows = [[layer.name, "x".join(map(str, layer.shape)), str(layer.nnz_dense), str(layer.nnz_sparse),
+             *[_pct(layer.structured[g]) for g in STRUCTURED.values()], _pct(layer.fine), f"{layer.std:.4f}",
+             f"{layer.mean:.4f}", f"{layer.abs_mean:.4f}"] for layer in layers]  # fmt: skip
+    dense, sparse = sum(layer.nnz_dense for layer in layers), sum(layer.nnz_sparse for layer in layers)
+    rows.append(["Total", "", str(dense), str(sparse), *[""] * len(STRUCTURED), _pct(total_sparsity(layers)), "", "",
+                 ""])  # fmt: skip
+    table = text_table(headers, rows, width, droppable=("Abs-Mean", "Mean", "Std", "NNZ (dense)"))
+    return f"{table}\nTotal sparsity: {total_sparsity(layers):.2f}%"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
@@ -108,6 +138,7 @@ def render(
     group: str | None = None,
     header: str = "",
     width: int | None = 100,
+    what: str = "layers",
 ) -> str:
     if fmt == "json":
         return json.dumps(
@@ -119,11 +150,10 @@ def render(
             },
             indent=2,
         )
-    if fmt == "csv":
-        parts = [csv_table(*layers_csv(layers))]
-        if history:
-            parts.append(csv_table(list(history[0]), [list(h.values()) for h in history]))
-        return "\n\n".join(parts)
+    if fmt == "csv":  # one table, so that a program can read it: the layers, or the history
+        if what == "history":
+            return csv_table(list(history[0]), [list(h.values()) for h in history]) if history else ""
+        return csv_table(*layers_csv(layers))
     table = markdown_table if fmt == "markdown" else lambda h, r: text_table(h, r, width)
     parts = [header] if header else []
     parts.append(table(*layer_rows(layers, group)))

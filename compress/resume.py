@@ -1,9 +1,10 @@
 """What ``--resume`` means, and putting a checkpoint's state back.
 
 Two ways to go on from a checkpoint:
-- exact (``--resume RUN``): same schedule, same settings, same run directory; only ``--epochs`` (to
-  train longer) and ``--device`` may change. Model, optimizer, lr schedulers, masks, RNG states and
-  the position in the epoch come back, so the result is bit-identical to a run never stopped.
+- exact (``--resume RUN``): same schedule, same settings, same run directory; only the settings that
+  do not change the numbers (``--epochs`` to train longer, ``--device``, where files go) may change.
+  Model, optimizer, lr schedulers, masks, RNG states and the position in the epoch come back, so
+  the result is bit-identical to a run never stopped.
 - fine-tuning (``--resume RUN --reset-optimizer``, Distiller's workflow): only the weights come
   back; a new run starts at epoch 0 with a fresh optimizer and whatever schedule and settings are
   given.
@@ -14,29 +15,18 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from compress.checkpoint import load_checkpoint
-from compress.config import RunConfig, resolve_config
+from compress.checkpoint import RunState, load_checkpoint
+from compress.config import PINNED, SETTINGS, RunConfig, checked, layered_settings, load_config_file, resolve_config
 from compress.errors import CompressError
 
-# Settings that change the numbers a run computes: an exact resume must keep them.
-PINNED = (
-    "val_split",
-    "input_size",
-    "arch",
-    "dataset",
-    "batch_size",
-    "optimizer",
-    "lr",
-    "momentum",
-    "nesterov",
-    "weight_decay",
-    "seed",
-    "limit_batches",
-)
+if TYPE_CHECKING:
+    from compress.experiment import Experiment
+    from compress.schedule import Schedule
+    from compress.training import Position
 
 
 def checkpoint_file(path: Path) -> Path:
@@ -46,7 +36,7 @@ def checkpoint_file(path: Path) -> Path:
 
 @dataclass
 class Resume:
-    state: dict[str, Any]
+    state: RunState
     path: Path
     exact: bool
 
@@ -63,6 +53,7 @@ class Resume:
 def load_resume(path: Path, *, exact: bool) -> Resume:
     file = checkpoint_file(path)
     state = load_checkpoint(file, "--resume")
+    checked(state.config, lambda key: f"--resume: {file}: config.{key}")
     resume = Resume(state, file, exact)
     if exact:
         _check_latest(resume)
@@ -76,19 +67,35 @@ def _check_latest(resume: Resume) -> None:
     latest = resume.run_dir / "checkpoint.pt"
     if resume.path.name != "checkpoint.pt" and latest.exists():
         newer = load_checkpoint(latest, "--resume")
-        if (newer.get("next_epoch"), newer.get("next_step")) != (
-            resume.state.get("next_epoch"),
-            resume.state.get("next_step"),
-        ):
+        if (newer.next_epoch, newer.next_step) != (resume.state.next_epoch, resume.state.next_step):
             raise CompressError(
                 f"--resume: {resume.path} is older than {latest}; resuming it would overwrite later "
                 "epochs. Resume the run directory, or add --reset-optimizer to branch a new run"
             )
 
 
+def resumed_run(path: Path, *, reset: bool, schedule: Schedule | None, config_path: Path | None,
+                flags: dict[str, Any]) -> tuple[Schedule, RunConfig, Resume]:  # fmt: skip
+    """The schedule, settings and checkpoint a ``--resume`` run goes on with. ``schedule``: the one
+    given with ``--schedule`` (an exact resume refuses another than the run's)."""
+    from compress.schedule import parse_schedule
+
+    resume = load_resume(path, exact=not reset)
+    state = resume.state
+    if schedule is None:
+        schedule = parse_schedule(state.schedule_text, state.schedule_source, defer_errors=True)
+    elif not reset:
+        check_same_schedule(resume, schedule)
+    if reset:
+        base = {k: v for k, v in state.config.items() if k != "name"}
+        return schedule, layered_settings(schedule, config_path, flags, base).config, resume
+    layers = [load_config_file(config_path)] if config_path else []
+    return schedule, exact_config(resume, [*layers, flags]), resume
+
+
 def exact_config(resume: Resume, layers: list[dict[str, Any]]) -> RunConfig:
     """The checkpoint's settings; a layer that changes a pinned one is refused, naming it."""
-    saved = resume.state["config"]
+    saved = resume.state.config
     asked = resolve_config([saved, *layers])
     changed = [k for k in PINNED if getattr(asked, k) != saved.get(k)]
     if changed:
@@ -97,20 +104,37 @@ def exact_config(resume: Resume, layers: list[dict[str, Any]]) -> RunConfig:
             f"--resume: the run was trained with other settings ({what}); an exact resume keeps them. "
             "Drop those flags, or add --reset-optimizer to fine-tune from its weights in a new run"
         )
-    given = resolve_config(layers)  # for where a new run directory goes (a checkpoint outside any run)
-    free = {"epochs": asked.epochs, "device": asked.device, "out_dir": given.out_dir, "name": given.name,
-            "best": asked.best, "tensorboard": asked.tensorboard, "data_dir": asked.data_dir,
-            "workers": asked.workers, "test": asked.test}  # fmt: skip
+    free = {k: getattr(asked, k) for k, s in SETTINGS.items() if s.resume == "free"}
+    given = resolve_config(layers)  # where a new run directory goes (a checkpoint outside any run)
+    free.update(out_dir=given.out_dir, name=given.name)
     return resolve_config([{**saved, "name": None}, free])
 
 
-def check_same_schedule(resume: Resume, text: str | None, source: str | None) -> None:
-    if text is not None and text != resume.state["schedule_text"]:
+def check_same_schedule(resume: Resume, schedule: Schedule) -> None:
+    if schedule.text != resume.state.schedule_text:
         raise CompressError(
-            f"--schedule: {source} differs from the schedule the run was trained with "
-            f"({resume.state['schedule_source']}); an exact resume keeps it. Leave out --schedule, "
+            f"--schedule: {schedule.source} differs from the schedule the run was trained with "
+            f"({resume.state.schedule_source}); an exact resume keeps it. Leave out --schedule, "
             "or add --reset-optimizer to fine-tune from its weights under the new schedule"
         )
+
+
+def restore(exp: Experiment, resume: Resume) -> Position:
+    """Put the checkpoint back into the experiment; where training goes on from."""
+    from compress.training import EpochTotals, Position
+
+    state = resume.state
+    load_weights(exp.model, state, resume.path, exp.config.arch)
+    if not resume.exact:
+        return Position()
+    exp.optimizer.load_state_dict(state.optimizer)
+    exp.scheduler.load_state_dict(state.scheduler or {})
+    if exp.thinner is not None:
+        exp.thinner.load_state_dict(state.thinner or {})
+    restore_rng(state.rng)
+    # the saved sums are every process's together: one process carries them on
+    own = state.epoch_totals if exp.world.is_main else None
+    return Position(state.next_epoch, state.next_step, EpochTotals(exp.device, own) if own else None)
 
 
 def rng_state() -> dict[str, Any]:
@@ -148,12 +172,12 @@ def _plain(python_state: tuple) -> tuple:
     return (version, list(internal), gauss)
 
 
-def load_weights(model: torch.nn.Module, state: dict[str, Any], path: Path, arch: str) -> None:
+def load_weights(model: torch.nn.Module, state: RunState, path: Path, arch: str) -> None:
     try:
-        model.load_state_dict(state["state_dict"])
+        model.load_state_dict(state.state_dict)
     except (RuntimeError, KeyError) as exc:
         lines = str(exc).strip().splitlines()
         detail = " ".join(line.strip() for line in lines[:3])[:300]
         raise CompressError(
-            f"--resume: {path} (trained as {state.get('arch')!r}) does not fit model {arch!r}: {detail}"
+            f"--resume: {path} (trained as {state.arch!r}) does not fit model {arch!r}: {detail}"
         ) from None

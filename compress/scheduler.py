@@ -27,6 +27,7 @@ from compress.errors import CompressError, Diagnostic
 from compress.lr import build_rates, check_lr_scheduler
 from compress.optim import moments
 from compress.schedule.model import Rule, Schedule
+from compress.training import Participant
 
 _DP_PREFIX = re.compile(r"(^|\.)module\.")
 
@@ -193,8 +194,8 @@ def _timing_warnings(rule: Rule, epochs: int, source: str, out: list[Diagnostic]
         out.append(Diagnostic(message, source, rule.line, field, warning=True))
 
 
-class CompressionScheduler:
-    """Applies bound rules, steps the learning rates and calls the thinner. ``state_dict`` holds the
+class CompressionScheduler(Participant):
+    """Applies bound rules and steps the learning rates at the loop's hooks. ``state_dict`` holds the
     kept masks, the lr schedulers' state and the position in the epoch."""
 
     def __init__(
@@ -202,7 +203,6 @@ class CompressionScheduler:
         rules: list[BoundRule],
         optimizer: torch.optim.Optimizer | None = None,
         schedule: Schedule | None = None,
-        thinner: Any = None,
         value_every: int = 1,
     ):
         self.rules = rules
@@ -210,7 +210,6 @@ class CompressionScheduler:
         # run samples them every ``value_every`` steps (the first step of each epoch included)
         self.value_every = value_every
         self._epoch, self._step = -1, 0  # position in the epoch, for sampling; kept in state_dict
-        self.thinner = thinner  # compress.thinning.state.Thinner: removes zero structures at its epochs
         self.optimizer = optimizer  # its momentum is cleared where a proximal step or threshold zeroes
         self.rates = build_rates(schedule.lr_schedulers, optimizer) if schedule and optimizer else []
         self.masks: dict[str, torch.Tensor] = {}
@@ -232,8 +231,6 @@ class CompressionScheduler:
         self._thresholded = [r for r in self.active if any(t.threshold is not None for t in r.targets)]
         for rate in self.rates:
             rate.on_epoch_begin(epoch)
-        if self.thinner is not None and self._step == 0:  # not again when a resumed epoch goes on
-            self.thinner.on_epoch_begin(epoch, self)
 
     @torch.no_grad()
     def before_step(self) -> dict[str, torch.Tensor]:
@@ -317,8 +314,6 @@ class CompressionScheduler:
         for bound in self.rules:
             if bound.rule.keep_mask_at == epoch:
                 self._keep_mask(bound)
-        if self.thinner is not None:
-            self.thinner.on_epoch_end(epoch, self)
         for rate in self.rates:
             rate.on_epoch_end(epoch, metrics)
 

@@ -76,44 +76,6 @@ def total_sparsity(layers: list[LayerSparsity]) -> float:
     return 100.0 * (1 - sum(layer.nnz_sparse for layer in layers) / dense) if dense else 0.0
 
 
-def format_table(layers: list[LayerSparsity]) -> str:
-    headers = ["Name", "Shape", "NNZ (dense)", "NNZ (sparse)", *STRUCTURED, "Fine (%)", "Std", "Mean", "Abs-Mean"]
-    rows = []
-    for layer in layers:
-        cells = [_pct(layer.structured[g]) for g in STRUCTURED.values()]
-        rows.append(
-            [
-                layer.name,
-                "x".join(map(str, layer.shape)),
-                str(layer.nnz_dense),
-                str(layer.nnz_sparse),
-                *cells,
-                _pct(layer.fine),
-                f"{layer.std:.4f}",
-                f"{layer.mean:.4f}",
-                f"{layer.abs_mean:.4f}",
-            ]
-        )
-    dense = sum(layer.nnz_dense for layer in layers)
-    sparse = sum(layer.nnz_sparse for layer in layers)
-    rows.append(
-        ["Total", "", str(dense), str(sparse), *[""] * len(STRUCTURED), _pct(total_sparsity(layers)), "", "", ""]
-    )
-    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
-    line = "  ".join("-" * w for w in widths)
-
-    def fmt(row: list[str]) -> str:
-        cells = [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
-        return "  ".join(cells).rstrip()
-
-    body = [fmt(headers), line, *map(fmt, rows[:-1]), line, fmt(rows[-1])]
-    return "\n".join(body) + f"\nTotal sparsity: {total_sparsity(layers):.2f}%"
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
 @torch.no_grad()
 def measure_macs(model: nn.Module, example: torch.Tensor) -> dict[str, dict[str, int]]:
     """Per conv/linear layer: MACs for one input, dense and counting only live (non-zero) filters

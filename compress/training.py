@@ -1,13 +1,14 @@
 """The loop: ``fit`` -> ``train_one_epoch`` + ``evaluate``. It knows no YAML and no regularizer.
 
-    scheduler.on_epoch_begin(epoch)
+    hooks.on_epoch_begin(epoch)
     for each batch:
         loss = criterion(model(x), y); loss.backward()
-        scheduler.before_step()          # may add penalty gradients into .grad
+        hooks.before_step()          # may add penalty gradients into .grad
         optimizer.step()
-        scheduler.after_step(lr)         # may change weights (proximal steps, masks)
-    scheduler.on_epoch_end(epoch, metrics)
+        hooks.after_step(lr)         # may change weights (proximal steps, thresholds, masks)
+    hooks.on_epoch_end(epoch, metrics)
 
+``hooks`` is the compression scheduler, or a ``HookChain`` of it and others (the thinner).
 Observers (progress bar, files, reports) see results and change nothing.
 """
 
@@ -28,8 +29,54 @@ class Hooks(Protocol):
     def on_epoch_begin(self, epoch: int) -> None: ...
     def before_step(self) -> dict[str, torch.Tensor]: ...
     def after_step(self, lr: float) -> dict[str, torch.Tensor]: ...
-    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None: ...
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float] | None) -> None: ...
     def penalty_values(self) -> dict[str, float]: ...  # every rule's value now: for the divergence message
+
+
+class Participant:
+    """One part of a ``HookChain``; each hook, named for where the loop calls it, does nothing here."""
+
+    def on_epoch_begin(self, epoch: int) -> None:
+        """Before the epoch's first batch."""
+
+    def before_step(self) -> dict[str, torch.Tensor]:
+        """After backward, before ``optimizer.step()``; returns rule values to log."""
+        return {}
+
+    def after_step(self, lr: float) -> dict[str, torch.Tensor]:
+        """After ``optimizer.step()``; returns rule values to log."""
+        return {}
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float] | None) -> None:
+        """After the epoch's validation."""
+
+    def penalty_values(self) -> dict[str, float]:
+        """Every rule's current value, for the message of a diverged run."""
+        return {}
+
+
+class HookChain(Participant):
+    """Calls each participant at each hook, in order (the compression scheduler first)."""
+
+    def __init__(self, participants: list[Any]):
+        self.participants = participants
+
+    def on_epoch_begin(self, epoch: int) -> None:
+        for p in self.participants:
+            p.on_epoch_begin(epoch)
+
+    def before_step(self) -> dict[str, torch.Tensor]:
+        return {k: v for p in self.participants for k, v in p.before_step().items()}
+
+    def after_step(self, lr: float) -> dict[str, torch.Tensor]:
+        return {k: v for p in self.participants for k, v in p.after_step(lr).items()}
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float] | None) -> None:
+        for p in self.participants:
+            p.on_epoch_end(epoch, metrics)
+
+    def penalty_values(self) -> dict[str, float]:
+        return {k: v for p in self.participants for k, v in p.penalty_values().items()}
 
 
 @dataclass
@@ -46,7 +93,7 @@ class EpochResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-Progress = Callable[[Iterable, int, str], Any]  # (iterable, total, description) -> iterable with set_postfix
+ProgressBar = Callable[[Iterable, int, str], Any]  # (iterable, total, description) -> iterable with set_postfix
 
 
 class EpochTotals:
@@ -94,12 +141,41 @@ class EpochTotals:
         return {"seen": self.seen, "data": float(self.data), "rules": rules, "rule_seen": dict(self.rule_seen)}
 
 
+@dataclass
+class Position:
+    """Where training stands: the next epoch and step, and the sums of a started epoch (None at its
+    start). A run goes on from one; an interruption hands one back."""
+
+    epoch: int = 0
+    step: int = 0
+    totals: EpochTotals | None = None
+
+
+@dataclass(frozen=True)
+class Loop:
+    """How the loop runs: epochs, device, batches per epoch, and the torchrun processes."""
+
+    epochs: int
+    device: torch.device = torch.device("cpu")
+    limit_batches: int | None = None
+    world: World = SINGLE
+
+
+@dataclass
+class Observers:
+    """What watches the loop without changing it."""
+
+    progress: ProgressBar | None = None
+    on_epoch_end: Callable[[EpochResult], None] | None = None
+    should_stop: Callable[[], bool] | None = None
+
+
 class Interrupted(Exception):
     """Raised between two steps when ``should_stop`` said so; carries where to resume."""
 
-    def __init__(self, epoch: int, step: int, totals: EpochTotals):
-        super().__init__(f"interrupted in epoch {epoch} before step {step}")
-        self.epoch, self.step, self.totals = epoch, step, totals
+    def __init__(self, position: Position):
+        super().__init__(f"interrupted in epoch {position.epoch} before step {position.step}")
+        self.position = position
 
 
 class Diverged(Exception):
@@ -122,88 +198,65 @@ def _limited(loader: Iterable, limit: int | None, skip: int = 0):
             yield batch
 
 
-def train_one_epoch(
-    model: nn.Module,
-    loader: Any,
-    optimizer: torch.optim.Optimizer,
-    hooks: Hooks,
-    *,
-    epoch: int,
-    device: torch.device,
-    limit_batches: int | None = None,
-    progress: Progress | None = None,
-    start_step: int = 0,
-    totals: EpochTotals | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    world: World = SINGLE,
-) -> tuple[float, dict[str, float]]:
+def train_one_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimizer, hooks: Hooks, *, epoch: int,
+                    loop: Loop, start: Position | None = None,
+                    observers: Observers | None = None) -> tuple[float, dict[str, float]]:  # fmt: skip
     """Returns (mean data loss, mean loss per rule) over the epoch's samples.
 
-    ``start_step``/``totals`` continue an interrupted epoch: the loader's order is a pure function
-    of (seed, epoch), so skipping the first batches gives back exactly the batches still to do."""
+    ``start`` continues an interrupted epoch: the loader's order is a pure function of (seed, epoch),
+    so skipping the first batches gives back exactly the batches still to do."""
+    observers, start = observers or Observers(), start or Position(epoch)
     model.train()
     criterion = nn.CrossEntropyLoss()
-    total = len(loader) if limit_batches is None else min(limit_batches, len(loader))
-    batches = _limited(loader, limit_batches, skip=start_step)
-    bar = progress(batches, total, f"epoch {epoch}") if progress else batches
-    if progress and start_step:
-        bar.update(start_step)
-    totals = totals or EpochTotals(device)
-    for step, (x, y) in enumerate(bar, start=start_step):
-        if world.any(should_stop is not None and should_stop(), device):  # every process stops at the same step
-            raise Interrupted(epoch, step, totals)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        optimizer.zero_grad(set_to_none=True)
-        loss = criterion(model(x), y)
-        loss.backward()
-        rules = hooks.before_step()
-        optimizer.step()
-        rules.update(hooks.after_step(optimizer.param_groups[0]["lr"]))
-        if world.any(not torch.isfinite(loss + sum(rules.values())), device):
+    total = len(loader) if loop.limit_batches is None else min(loop.limit_batches, len(loader))
+    batches = _limited(loader, loop.limit_batches, skip=start.step)
+    bar = observers.progress(batches, total, f"epoch {epoch}") if observers.progress else batches
+    if observers.progress and start.step:
+        bar.update(start.step)
+    totals = start.totals or EpochTotals(loop.device)
+    for step, (x, y) in enumerate(bar, start=start.step):
+        stop = observers.should_stop is not None and observers.should_stop()
+        if loop.world.any(stop, loop.device):  # every process stops at the same step
+            raise Interrupted(Position(epoch, step, totals))
+        loss, rules = _step(model, criterion, optimizer, hooks, x.to(loop.device, non_blocking=True),
+                            y.to(loop.device, non_blocking=True))  # fmt: skip
+        if loop.world.any(not torch.isfinite(loss + sum(rules.values())), loop.device):
             values = {**hooks.penalty_values(), **{name: float(v) for name, v in rules.items()}}
             raise Diverged(epoch, step, float(loss.detach()), values)
         totals.add(y.shape[0], loss, rules)
-        if progress and step % 10 == 0:
+        if observers.progress and step % 10 == 0:
             data, rule_means = totals.means()
-            postfix = {"loss": f"{data:.4f}", **{name: f"{v:.4g}" for name, v in rule_means.items()}}
-            bar.set_postfix(postfix, refresh=False)
-    return totals.summed(world).means()
+            bar.set_postfix({"loss": f"{data:.4f}", **{n: f"{v:.4g}" for n, v in rule_means.items()}}, refresh=False)
+    return totals.summed(loop.world).means()
+
+
+def _step(model, criterion, optimizer, hooks: Hooks, x, y) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One optimizer step with the hooks around it; the data loss and the rule values it reported."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = criterion(model(x), y)
+    loss.backward()
+    rules = hooks.before_step()
+    optimizer.step()
+    rules.update(hooks.after_step(optimizer.param_groups[0]["lr"]))
+    return loss, rules
 
 
 @torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    loader: Iterable,
-    *,
-    device: torch.device,
-    limit_batches: int | None = None,
-    world: World = SINGLE,
-) -> dict[str, float]:
+def evaluate(model: nn.Module, loader: Iterable, *, device: torch.device, limit_batches: int | None = None,
+             world: World = SINGLE) -> dict[str, float]:  # fmt: skip
     """Mean cross-entropy, top-1 and top-5 accuracy (%) over the loader's samples (over every
     process's share of them, so all processes report the same numbers)."""
     model.eval()
-    loss_sum = torch.zeros((), device=device)
-    correct1 = torch.zeros((), device=device)
-    correct5 = torch.zeros((), device=device)
-    seen = 0
+    sums = torch.zeros(4, device=device)  # loss, top1 hits, top5 hits, samples
     for x, y in _limited(loader, limit_batches):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         logits = model(x)
-        loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum")
-        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        hits = top.eq(y.unsqueeze(1))
-        correct1 += hits[:, 0].sum()
-        correct5 += hits.any(dim=1).sum()
-        seen += y.shape[0]
-    sums = world.sum(
-        torch.stack([loss_sum, correct1.float(), correct5.float(), torch.tensor(float(seen), device=device)])
-    )
-    loss_sum, correct1, correct5, seen = sums[0], sums[1], sums[2], max(float(sums[3]), 1.0)
-    return {
-        "val_loss": float(loss_sum) / seen,
-        "top1": 100.0 * float(correct1) / seen,
-        "top5": 100.0 * float(correct5) / seen,
-    }
+        hits = logits.topk(min(5, logits.shape[1]), dim=1).indices.eq(y.unsqueeze(1))
+        sums += torch.stack([nn.functional.cross_entropy(logits, y, reduction="sum"), hits[:, 0].sum(),
+                             hits.any(dim=1).sum(), torch.tensor(y.shape[0], device=device)]).float()  # fmt: skip
+    loss, top1, top5, seen = world.sum(sums).tolist()
+    seen = max(seen, 1.0)
+    return {"val_loss": loss / seen, "top1": 100.0 * top1 / seen, "top5": 100.0 * top5 / seen}
 
 
 def fit(
@@ -213,52 +266,28 @@ def fit(
     optimizer: torch.optim.Optimizer,
     hooks: Hooks,
     *,
-    epochs: int,
-    device: torch.device,
-    start_epoch: int = 0,
-    start_step: int = 0,
-    start_totals: EpochTotals | None = None,
-    limit_batches: int | None = None,
-    progress: Progress | None = None,
-    on_epoch_end: Callable[[EpochResult], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    world: World = SINGLE,
+    loop: Loop,
+    start: Position | None = None,
+    observers: Observers | None = None,
 ) -> list[EpochResult]:
-    """Epochs ``start_epoch`` .. ``epochs - 1``; the first may continue at ``start_step``.
+    """Epochs ``start.epoch`` .. ``loop.epochs - 1``; the first may continue at ``start.step``.
     Raises ``Interrupted`` when ``should_stop`` turns true, ``Diverged`` on a non-finite loss."""
+    start, observers = start or Position(), observers or Observers()
     results = []
-    for epoch in range(start_epoch, epochs):
+    for epoch in range(start.epoch, loop.epochs):
         started = time.perf_counter()
-        if hasattr(train_loader, "set_epoch"):
-            train_loader.set_epoch(epoch)
+        train_loader.set_epoch(epoch)
         hooks.on_epoch_begin(epoch)
         lr = optimizer.param_groups[0]["lr"]  # the epoch's rate: a scheduler may set it as the epoch begins
-        data_loss, rule_losses = train_one_epoch(
-            model,
-            train_loader,
-            optimizer,
-            hooks,
-            epoch=epoch,
-            device=device,
-            limit_batches=limit_batches,
-            progress=progress,
-            start_step=start_step if epoch == start_epoch else 0,
-            totals=start_totals if epoch == start_epoch else None,
-            should_stop=should_stop,
-            world=world,
-        )
-        metrics = evaluate(model, val_loader, device=device, limit_batches=limit_batches, world=world)
+        resumed = start if epoch == start.epoch else Position(epoch)
+        data_loss, rule_losses = train_one_epoch(model, train_loader, optimizer, hooks, epoch=epoch, loop=loop,
+                                                 start=resumed, observers=observers)  # fmt: skip
+        metrics = evaluate(model, val_loader, device=loop.device, limit_batches=loop.limit_batches, world=loop.world)
         hooks.on_epoch_end(epoch, metrics)
-        result = EpochResult(
-            epoch=epoch,
-            lr=lr,
-            train_loss=data_loss + sum(rule_losses.values()),
-            data_loss=data_loss,
-            rule_losses=rule_losses,
-            seconds=time.perf_counter() - started,
-            **metrics,
-        )
+        result = EpochResult(epoch=epoch, lr=lr, train_loss=data_loss + sum(rule_losses.values()),
+                             data_loss=data_loss, rule_losses=rule_losses, seconds=time.perf_counter() - started,
+                             **metrics)  # fmt: skip
         results.append(result)
-        if on_epoch_end:
-            on_epoch_end(result)
+        if observers.on_epoch_end:
+            observers.on_epoch_end(result)
     return results

@@ -205,7 +205,7 @@ class FieldChecker:
     def mapping(self, value: Any, line: int, field: str) -> YamlMap | None:
         if isinstance(value, YamlMap):
             return value
-        self.error(line, field, f"expected a mapping, got {_kind(value)}")
+        self.error(line, field, f"expected a mapping, got {kind_of(value)}")
         return None
 
     def keys(self, m: YamlMap, field: str, allowed: set[str], required: tuple[str, ...] = ()) -> None:
@@ -235,7 +235,7 @@ class FieldChecker:
         value, path, line = m[key], _join(field, key), m.line_of(key)
         expected = (int,) if integer else (int, float)
         if isinstance(value, bool) or not isinstance(value, expected):
-            self.error(line, path, f"expected {'an integer' if integer else 'a number'}, got {_kind(value)}")
+            self.error(line, path, f"expected {'an integer' if integer else 'a number'}, got {kind_of(value)}")
             return default
         if isinstance(value, int) and abs(value) > 1e300:
             self.error(line, path, f"number too large: {str(value)[:20]}...")
@@ -253,7 +253,7 @@ class FieldChecker:
             return default
         value, path, line = m[key], _join(field, key), m.line_of(key)
         if not isinstance(value, str):
-            self.error(line, path, f"expected a string, got {_kind(value)}")
+            self.error(line, path, f"expected a string, got {kind_of(value)}")
             return default
         if choices is not None and value not in choices:
             from compress.errors import one_of, suggest
@@ -266,7 +266,7 @@ class FieldChecker:
         if key not in m or m[key] is None:
             return default
         if not isinstance(m[key], bool):
-            self.error(m.line_of(key), _join(field, key), f"expected true or false, got {_kind(m[key])}")
+            self.error(m.line_of(key), _join(field, key), f"expected true or false, got {kind_of(m[key])}")
             return default
         return m[key]
 
@@ -283,7 +283,7 @@ def _join(field: str, key: Any) -> str:
     return f"{field}.{key}" if field else str(key)
 
 
-def _kind(value: Any) -> str:
+def kind_of(value: Any) -> str:
     if value is None:
         return "nothing"
     if isinstance(value, bool):

@@ -164,7 +164,7 @@ def test_more_bad_flag_values_are_one_line_errors(cli, repo, tmp_path):
         (("--schedule", tmp_path), f"--schedule: is a directory, not a file: {tmp_path}"),
         (("--schedule", schedule, "--config", tmp_path), f"--config: is a directory, not a file: {tmp_path}"),
         (("--schedule", schedule, "--config", tmp_path / "no.yaml"), "--config: file not found"),
-        (("--schedule", schedule, "--epochs", "-3"), "'--epochs': -3 is not in the range 1<=x<=100000."),
+        (("--schedule", schedule, "--epochs", "-3"), "'--epochs': must be >= 1, got -3"),
         (("--schedule", schedule, "--lr", "-1"), "Invalid value for '--lr'"),
         (("--schedule", schedule, "--limit-batches", "0"), "Invalid value for '--limit-batches'"),
         (("--schedule", schedule, "--optimizer", "rmsprop"), "Invalid value for '--optimizer'"),

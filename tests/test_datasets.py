@@ -269,7 +269,7 @@ def test_cli_trains_on_mnist_format_files_and_tests_at_the_end(cli, repo, tmp_pa
     write_mnist(tmp_path / "data", folder)
     result = _train(cli, repo, tmp_path, "--dataset", name, "--data-dir", tmp_path / "data", "--test")
     assert result.exit_code == 0, result.output
-    assert "test (final weights): loss" in result.output
+    assert "test (the last epoch's weights): loss" in result.output
     summary = json.loads((tmp_path / "runs/run/summary.json").read_text())
     assert set(summary["test"]) == {"val_loss", "top1", "top5"}
 
@@ -294,7 +294,7 @@ def test_cli_trains_on_an_image_folder_from_a_config_file(cli, repo, tmp_path):
     result = _train(cli, repo, tmp_path, "--config", config)
     assert result.exit_code == 0, result.output
     state = torch.load(tmp_path / "runs/run/checkpoint.pt", weights_only=True)
-    assert state["state_dict"]["fc2.weight"].shape == (3, 500) and "test (final weights)" in result.output
+    assert state["state_dict"]["fc2.weight"].shape == (3, 500) and "test (the last epoch's weights)" in result.output
 
 
 @pytest.mark.slow

@@ -1274,7 +1274,7 @@ PARSE_REGRESSIONS = {
     "3 !!seq on a mapping (AttributeError in _construct_list)": "a: !!seq {a: 1}\n",
     # 4. a non-decimal literal makes an int too long for str(); every message that prints it fails
     "4 huge hex version (ValueError in _check_version)": f"version: {HUGE_HEX}\n",
-    "4 huge hex name (ValueError in yamlio._kind)": f"rules:\n  - name: {HUGE_HEX}\n",
+    "4 huge hex name (ValueError in yamlio.kind_of)": f"rules:\n  - name: {HUGE_HEX}\n",
     "4 huge hex strength (ValueError in FieldChecker.number)": f"rules:\n  - strength: {HUGE_HEX}\n",
     # 5. a message repeats a value with repr(): aliases expand, 9**9 strings from 300 bytes
     "5 billion laughs as the version (repr in _check_version)": f"version: {_laughs(9)}\n",

@@ -30,7 +30,7 @@ def run(tmp_path_factory) -> Path:
     result = CliRunner().invoke(main, ["train", "--schedule", str(SCHEDULE), "--epochs", "2", "--limit-batches", "3",
                                        "--out-dir", str(out), "--name", "r"])  # fmt: skip
     assert result.exit_code == 0, result.output
-    path = out / "r" / "checkpoint.pt"
+    path = out / "r" / "best.pt"  # what a run directory means to report, eval, thin and plot
     state = torch.load(path, weights_only=True)
     state["state_dict"]["conv1.weight"][:5] = 0  # 5 of 20 filters
     state["state_dict"]["fc1.weight"][:, :100] = 0  # 100 of 800 columns
@@ -39,7 +39,8 @@ def run(tmp_path_factory) -> Path:
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run / "checkpoint.pt", weights_only=True)["state_dict"]
+    """A run directory means its best.pt to every command that reads one."""
+    return torch.load(run / "best.pt", weights_only=True)["state_dict"]
 
 
 def test_json_report_matches_the_weights(cli, run):
@@ -64,15 +65,16 @@ def test_json_report_matches_the_weights(cli, run):
     assert [h["epoch"] for h in data["history"]] == [0, 1]
 
 
-def test_csv_report_has_every_layer_and_the_history(cli, run):
-    result = cli("report", run, "--format", "csv")
-    assert result.exit_code == 0
-    layers_block, history_block = result.output.strip().split("\n\n")
-    rows = list(csv.DictReader(io.StringIO(layers_block)))
+def test_csv_report_is_one_table_per_output(cli, run):
+    layers = cli("report", run, "--format", "csv")
+    assert layers.exit_code == 0 and "\n\n" not in layers.output.strip()
+    rows = list(csv.DictReader(io.StringIO(layers.output)))
     assert [r["name"] for r in rows] == ["conv1.weight", "conv2.weight", "fc1.weight", "fc2.weight"]
     assert int(rows[0]["nnz_sparse"]) == int((_weights(run)["conv1.weight"] != 0).sum())
-    history = list(csv.DictReader(io.StringIO(history_block)))
-    assert [h["epoch"] for h in history] == ["0", "1"] and "loss/conv-filters" in history[0]
+    history = cli("report", run, "--format", "csv", "--what", "history")
+    assert history.exit_code == 0 and "\n\n" not in history.output.strip()
+    rows = list(csv.DictReader(io.StringIO(history.output)))
+    assert [h["epoch"] for h in rows] == ["0", "1"] and "loss/conv-filters" in rows[0]
 
 
 def test_table_fits_100_columns_and_group_shows_one_column(cli, run):
@@ -120,7 +122,7 @@ def test_report_of_something_else_is_a_clear_error(cli, tmp_path):
     (tmp_path / "x.pt").write_bytes(b"not a checkpoint")
     for args, message in [
         ((tmp_path / "x.pt",), "is not a readable checkpoint"),
-        ((tmp_path,), "holds no checkpoint.pt"),
+        ((tmp_path,), "holds no best.pt"),
     ]:
         result = cli("report", *args)
         assert result.exit_code == 2 and message in result.output
@@ -150,7 +152,7 @@ def test_train_with_best_rule_and_tensorboard(cli, tmp_path):
                  "--name", "tb", "--best", "sparsity-at-top1", "1", "--tensorboard", "--no-plots")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "rule: sparsest with top1 >= 1" in result.output
-    assert "summary:" in result.output and f"compress thin {tmp_path / 'tb'}" in result.output
+    assert "summary of best.pt (epoch" in result.output and f"compress thin {tmp_path / 'tb'}" in result.output
     events = EventAccumulator(str(tmp_path / "tb" / "tensorboard"), size_guidance={"histograms": 0})
     events.Reload()
     scalars = set(events.Tags()["scalars"])

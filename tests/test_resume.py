@@ -96,15 +96,20 @@ def test_signal_saves_an_interrupted_checkpoint_and_resume_is_bit_identical(refe
 
 def test_kill_during_a_checkpoint_write_leaves_the_previous_one(tmp_path):
     target = tmp_path / "checkpoint.pt"
-    from compress.checkpoint import load_checkpoint, save_checkpoint
+    from compress.checkpoint import RunState, load_checkpoint, save_checkpoint
 
-    save_checkpoint({"marker": "old", "w": torch.ones(3)}, target)
+    def state(marker: str, size: int) -> str:
+        return (f"RunState(arch='lenet5', state_dict={{'w': torch.ones({size})}}, config={{}}, "
+                f"schedule_text={marker!r}, schedule_source='s.yaml')")
+
+    old = RunState(arch="lenet5", state_dict={"w": torch.ones(3)}, config={}, schedule_text="old", schedule_source="s")
+    save_checkpoint(old, target)
     script = (
         "import sys, torch\n"
-        "from compress.checkpoint import save_checkpoint\n"
+        "from compress.checkpoint import RunState, save_checkpoint\n"
         "print('writing', flush=True)\n"
         "from pathlib import Path\n"
-        f"save_checkpoint({{'marker': 'new', 'w': torch.ones(150_000_000)}}, Path({str(target)!r}))\n"
+        f"save_checkpoint({state('new', 150_000_000)}, Path({str(target)!r}))\n"
     )
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert process.stdout.readline().strip() == "writing"
@@ -112,7 +117,7 @@ def test_kill_during_a_checkpoint_write_leaves_the_previous_one(tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL, "the write finished before the kill; make it bigger"
-    assert load_checkpoint(target)["marker"] == "old"
+    assert load_checkpoint(target).schedule_text == "old"
     leftovers = [p for p in os.listdir(tmp_path) if p != "checkpoint.pt"]
     assert all(p.startswith(".checkpoint.pt.") and p.endswith(".tmp") for p in leftovers)
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from compress.sparsity import format_table, measure_layer, measure_macs, measure_sparsity, total_sparsity
+from compress.report import sparsity_table
+from compress.sparsity import measure_layer, measure_macs, measure_sparsity, total_sparsity
 
 
 def test_conv_weight_with_zero_filter_channel_and_kernel():
@@ -51,7 +52,7 @@ def test_total_sparsity_counts_elements_over_all_reported_weights():
 
 def test_table_has_distillers_columns_a_total_row_and_line():
     layers = [measure_layer("conv.weight", torch.ones(2, 2, 1, 1)), measure_layer("fc.weight", torch.zeros(2, 2))]
-    table = format_table(layers)
+    table = sparsity_table(layers, width=None)
     header = table.splitlines()[0].split()
     assert header[:2] == ["Name", "Shape"] and "Cols" in header and "Abs-Mean" in header
     assert table.splitlines()[-2].startswith("Total")

@@ -4,43 +4,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-from torch import nn
-
 from compress.artifacts import RunArtifacts, load_artifacts, model_from, touched_parameters
 from compress.config import RunConfig
 from compress.experiment import example_input
 from compress.report import render
-from compress.sparsity import measure_macs, measure_sparsity
+from compress.sparsity import measure_sparsity
+from compress.thinning.savings import macs_dense_and_thinned
 
 
-def macs_dense_and_thinned(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
-    """Dense MACs, and MACs of the model that ``compress thin`` would make (graph-aware when the
-    thinning module can trace the model; else each layer's own live filters x live channels)."""
-    dense_macs = measure_macs(model, example)
-    dense = sum(v["dense"] for v in dense_macs.values())
-    try:
-        from compress.thinning import thin_model
-
-        small = thin_model(model, example).model
-        return {"dense": dense, "thinned": sum(v["dense"] for v in measure_macs(small, example).values())}
-    except Exception:  # noqa: BLE001 - an estimate is better than no number in a report
-        return {"dense": dense, "thinned": sum(v["live"] for v in dense_macs.values())}
-
-
-def report_text(path: Path, *, fmt: str, group: str | None, width: int | None = 100) -> str:
+def report_text(path: Path, *, fmt: str, group: str | None, width: int | None = 100, what: str = "layers") -> str:
     artifacts = load_artifacts(path)
     model = model_from(artifacts)
     layers = measure_sparsity(model, touched_parameters(artifacts))
     macs = macs_dense_and_thinned(model, example_input(artifacts.config))
     return render(layers, macs, artifacts.history, artifacts.rule_names(), fmt=fmt, group=group,
-                  header=_header(artifacts), width=width)  # fmt: skip
+                  header=_header(artifacts), width=width, what=what)  # fmt: skip
 
 
 def _header(artifacts: RunArtifacts) -> str:
     state = artifacts.state
-    top1 = f", top1 {state['top1']:.2f}" if state.get("top1") is not None else ""
-    return f"{artifacts.checkpoint}: {state['arch']} after epoch {state['epoch']}{top1}"
+    top1 = f", top1 {state.top1:.2f}" if state.top1 is not None else ""
+    return f"{artifacts.checkpoint}: {state.arch} after epoch {state.epoch}{top1}"
 
 
 def evaluate_checkpoint(path: Path, overrides: dict) -> dict[str, float]:
@@ -49,7 +33,7 @@ def evaluate_checkpoint(path: Path, overrides: dict) -> dict[str, float]:
     from compress.experiment import data_options, resolve_device
     from compress.training import evaluate
 
-    artifacts = load_artifacts(path, "CKPT", prefer="best.pt")
+    artifacts = load_artifacts(path, "CKPT")
     config = RunConfig(**{**artifacts.config.to_dict(), **{k: v for k, v in overrides.items() if v is not None}})
     device = resolve_device(config.device)
     model = model_from(artifacts).to(device)
@@ -57,4 +41,4 @@ def evaluate_checkpoint(path: Path, overrides: dict) -> dict[str, float]:
                          options=data_options(config, device))  # fmt: skip
     loader = getattr(data, "test", None) if config.test else data.val
     metrics = evaluate(model, loader, device=device, limit_batches=config.limit_batches)
-    return {"split": "test" if config.test else "val", **metrics}
+    return {"checkpoint": str(artifacts.checkpoint), "split": "test" if config.test else "val", **metrics}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,7 @@ def _thin_optimizer_state(state: dict, names: list[str], keep: dict) -> dict:
 
 
 def thin_checkpoint(path: Path, output: Path, *, batch: int = 64) -> list[str]:
-    artifacts = load_artifacts(path, "CKPT", prefer="best.pt")
+    artifacts = load_artifacts(path, "CKPT")
     if output.exists() and output.is_dir():
         raise CompressError(f"-o: {output} is a directory; give a file name such as small.pt")
     dense = model_from(artifacts)
@@ -76,17 +77,14 @@ def thin_checkpoint(path: Path, output: Path, *, batch: int = 64) -> list[str]:
         small, plan, diff = thin_model(dense, x)
     except ThinningError as exc:
         raise CompressError(f"{path}: {exc}") from None
-    state = dict(artifacts.state)
+    old = artifacts.state
     names = [n for n, _ in dense.named_parameters()]
-    state["state_dict"] = small.state_dict()
-    state["thinned_spec"] = merge_specs(state.get("thinned_spec") or {}, plan.spec)
-    state["thinned_from"] = str(artifacts.checkpoint)
-    if state.get("optimizer"):
-        state["optimizer"] = _thin_optimizer_state(state["optimizer"], names, plan.keep)
-    masks = (state.get("scheduler") or {}).get("masks", {})
-    for name, mask in masks.items():
-        masks[name] = thin_tensor_state(mask, plan.keep.get(name, {}))
-    state.pop("format", None), state.pop("version", None)
+    optimizer = _thin_optimizer_state(old.optimizer, names, plan.keep) if old.optimizer else old.optimizer
+    scheduler = dict(old.scheduler or {})
+    scheduler["masks"] = {name: thin_tensor_state(mask, plan.keep.get(name, {}))
+                          for name, mask in scheduler.get("masks", {}).items()}  # fmt: skip
+    state = replace(old, state_dict=small.state_dict(), thinned_spec=merge_specs(old.thinned_spec or {}, plan.spec),
+                    thinned_from=str(artifacts.checkpoint), optimizer=optimizer, scheduler=scheduler)  # fmt: skip
     save_checkpoint(state, output)
     return _summary(dense, small, plan, diff, described, artifacts, output, x)
 

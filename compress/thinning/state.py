@@ -5,13 +5,14 @@ the smaller model."""
 from __future__ import annotations
 
 import copy
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import torch
 from torch import nn
 
 from compress.thinning.apply import TOLERANCE, ThinningError, ThinResult, apply_thinning, thin_tensor_state, verify
 from compress.thinning.plan import plan_thinning
+from compress.training import Participant
 
 
 def merge_specs(old: dict[str, dict[str, int]], new: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
@@ -78,35 +79,53 @@ class ThinningEvent(NamedTuple):
     result: ThinResult
 
 
-class Thinner:
-    """Thins the model (and the optimizer and scheduler with it) when a thinning step of the schedule
-    fires: after an epoch (our ``thin:``) or at the first mini-batch of one (Distiller's
-    ``StructureRemover``). The compression scheduler calls it at its epoch hooks. ``spec``
-    accumulates every thinning so far (saved in checkpoints; ``rebuild`` turns a fresh dense model
-    into this architecture); ``events`` tell what happened."""
+class Rebinds(Protocol):
+    """What thinning must update besides the model and the optimizer: the compression scheduler's
+    targets and kept masks (``CompressionScheduler.rebind``)."""
+
+    def rebind(self, params: dict[str, nn.Parameter], thin: Any) -> None: ...
+
+
+class Thinner(Participant):
+    """A hook participant beside the compression scheduler: thins the model (and the optimizer and
+    the scheduler's targets and masks with it) when a thinning step of the schedule fires, after an
+    epoch (our ``thin:``) or at the first mini-batch of one (Distiller's ``StructureRemover``).
+    ``spec`` accumulates every thinning so far (saved in checkpoints; ``rebuild`` turns a fresh dense
+    model into this architecture); ``events`` tell what happened; ``done`` (saved too) keeps a
+    resumed epoch from thinning again."""
 
     def __init__(self, steps: tuple, run_epochs: int, model: nn.Module, example: torch.Tensor,
-                 optimizer: torch.optim.Optimizer, spec: dict | None = None):  # fmt: skip
+                 optimizer: torch.optim.Optimizer, scheduler: Rebinds, spec: dict | None = None):  # fmt: skip
         self.steps, self.run_epochs = steps, run_epochs
-        self.model, self.example, self.optimizer = model, example, optimizer
+        self.model, self.example, self.optimizer, self.scheduler = model, example, optimizer, scheduler
         self.spec: dict[str, dict[str, int]] = dict(spec or {})
         self.events: list[ThinningEvent] = []
+        self.done: set[tuple[int, str]] = set()
 
-    def on_epoch_begin(self, epoch: int, scheduler: Any) -> None:
+    def on_epoch_begin(self, epoch: int) -> None:
         for step in self.steps:
             if step.fires_at_begin(epoch):
-                self._thin(epoch, "begin", step.structures, scheduler)
+                self._thin(epoch, "begin", step.structures)
 
-    def on_epoch_end(self, epoch: int, scheduler: Any) -> None:
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float] | None) -> None:
         for step in self.steps:
             if step.fires_at_end(epoch, self.run_epochs):
-                self._thin(epoch, "end", step.structures, scheduler)
+                self._thin(epoch, "end", step.structures)
 
-    def _thin(self, epoch: int, timing: str, structures: str, scheduler: Any) -> None:
+    def _thin(self, epoch: int, timing: str, structures: str) -> None:
+        if (epoch, timing) in self.done:
+            return
         example = self.example.to(next(self.model.parameters()).device)
-        result = thin_in_place(self.model, example, self.optimizer, scheduler, structures)
+        result = thin_in_place(self.model, example, self.optimizer, self.scheduler, structures)
         self.spec = merge_specs(self.spec, result.plan.spec)
         self.events.append(ThinningEvent(epoch, timing, result))
+        self.done.add((epoch, timing))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"done": sorted([epoch, timing] for epoch, timing in self.done)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.done = {(int(epoch), str(timing)) for epoch, timing in state.get("done", [])}
 
 
-__all__ += ["Thinner", "ThinningEvent"]
+__all__ += ["Rebinds", "Thinner", "ThinningEvent"]
