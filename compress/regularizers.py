@@ -118,8 +118,9 @@ class GroupLasso(Penalty):
             return _autograd(lambda leaf: distiller_channel_norms(leaf, eps).sum().mul(strength), w, value)
         norms = group_norms(w, group, eps)
         # (w / ||w_g||) * strength: the operations, in the order, of autograd's gradient of strength *
-        # sum ||w_g|| (what Distiller computed), so the two agree to the last bit
-        gradient = torch.where(norms > NORM_FLOOR, w / norms, 0.0).mul_(strength)
+        # sum ||w_g|| (what Distiller computed), so the two agree to the last bit. A group whose norm
+        # underflows divides by inf: its gradient is 0 (a torch.where over w would cost 20x more).
+        gradient = w.div(torch.where(norms > NORM_FLOOR, norms, torch.inf)).mul_(strength)
         return gradient, (norms.sum() * strength if value else None)
 
     def proximal(self, w, group, t):
