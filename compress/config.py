@@ -78,48 +78,94 @@ def _optimizers() -> list[str]:
 @dataclass(frozen=True)
 class RunConfig:
     # what is trained, and how: an exact resume keeps these
-    arch: str = setting("lenet5", str, resume="pinned", flag="run",
-                        help="Model: a name `compress models` lists (default lenet5), or package.module:function.")
-    dataset: str = setting("mnist5k", str, resume="pinned", flag="run",
-                           help="Dataset: a name `compress datasets` lists (default mnist5k, embedded).")
+    arch: str = setting(
+        "lenet5",
+        str,
+        resume="pinned",
+        flag="run",
+        help="Model: a name `compress models` lists (default lenet5), or package.module:function.",
+    )
+    dataset: str = setting(
+        "mnist5k",
+        str,
+        resume="pinned",
+        flag="run",
+        help="Dataset: a name `compress datasets` lists (default mnist5k, embedded).",
+    )
     epochs: int = setting(10, int, resume="free", flag="run", minimum=1, maximum=100_000, help="Number of epochs.")
     batch_size: int = setting(64, int, resume="pinned", flag="run", minimum=1, help="Training batch size.")
     optimizer: str = setting("sgd", str, resume="pinned", flag="run", choices=_optimizers, help="Optimizer.")
     lr: float = setting(0.01, float, resume="pinned", flag="run", minimum=0, help="Learning rate.")
     momentum: float = setting(0.9, float, resume="pinned", flag="run", minimum=0, help="SGD momentum.")
     nesterov: bool = setting(False, bool, resume="pinned", flag="run", help="Nesterov momentum (SGD).")
-    weight_decay: float = setting(0.0, float, resume="pinned", flag="run", minimum=0,
-                                  help="Optimizer weight decay on every parameter.")
-    seed: int = setting(0, int, resume="pinned", flag="run", minimum=0, maximum=2**63 - 1,
-                        help="Seed: same seed, same result on the CPU.")
+    weight_decay: float = setting(
+        0.0, float, resume="pinned", flag="run", minimum=0, help="Optimizer weight decay on every parameter."
+    )
+    seed: int = setting(
+        0,
+        int,
+        resume="pinned",
+        flag="run",
+        minimum=0,
+        maximum=2**63 - 1,
+        help="Seed: same seed, same result on the CPU.",
+    )
     device: str = setting("cpu", str, resume="free", flag="run", help="cpu (default), cuda or cuda:N.")
-    limit_batches: int | None = setting(None, int, resume="pinned", flag="train", minimum=1,
-                                        help="Train and validate on at most N batches per epoch.")
+    limit_batches: int | None = setting(
+        None, int, resume="pinned", flag="train", minimum=1, help="Train and validate on at most N batches per epoch."
+    )
     # data and model sources (compress.datasets, compress.models); None means "the dataset's default"
-    data_dir: str | None = setting(None, str, resume="free", flag="run",
-                                   help="Where the dataset lives (all but mnist5k); imagefolder: DIR/train, DIR/val.")
-    download: bool = setting(False, bool, resume="free", flag="train",
-                             help="Let torchvision fetch a missing dataset into --data-dir.")
+    data_dir: str | None = setting(
+        None,
+        str,
+        resume="free",
+        flag="run",
+        help="Where the dataset lives (all but mnist5k); imagefolder: DIR/train, DIR/val.",
+    )
+    download: bool = setting(
+        False, bool, resume="free", flag="train", help="Let torchvision fetch a missing dataset into --data-dir."
+    )
     val_split: float | None = setting(None, float, resume="pinned", flag="train", minimum=0, below=1,
                                       help="Validate on this stratified share of the training images (default 0.1 "
                                       "where a dataset has no validation split; 0: its test split, as Distiller's "
                                       "--vs 0).")  # fmt: skip
-    test: bool = setting(False, bool, resume="free", flag="train",
-                         help="Evaluate the final weights on the test split at the end.")
-    workers: int | None = setting(None, int, resume="free", flag="train", minimum=0, maximum=128,
-                                  help="DataLoader worker processes (default: cores - 1, max 8).")
-    input_size: int | None = setting(None, int, resume="pinned", flag="run", minimum=1,
-                                     help="Image side for imagenet / imagefolder (224).")
-    pretrained: str | None = setting(None, str, resume="pinned", flag="run",
-                                     help="Start from this local state_dict (the head is replaced if classes differ).")
+    test: bool = setting(
+        False, bool, resume="free", flag="train", help="Evaluate the final weights on the test split at the end."
+    )
+    workers: int | None = setting(
+        None,
+        int,
+        resume="free",
+        flag="train",
+        minimum=0,
+        maximum=128,
+        help="DataLoader worker processes (default: cores - 1, max 8).",
+    )
+    input_size: int | None = setting(
+        None, int, resume="pinned", flag="run", minimum=1, help="Image side for imagenet / imagefolder (224)."
+    )
+    pretrained: str | None = setting(
+        None,
+        str,
+        resume="pinned",
+        flag="run",
+        help="Start from this local state_dict (the head is replaced if classes differ).",
+    )
     # what a run writes, not what it computes
     out_dir: str = setting("runs", str, resume="free", flag="train", help="Where run directories go (default runs).")
-    name: str | None = setting(None, str, resume="free", flag="train",
-                               help="Run directory name (default: schedule name and a timestamp).")
-    best: str = setting("top1", str, resume="free", flag="train",
-                        help="How best.pt is chosen: top1 (default), or sparsity-at-top1 B (sparsest with top1 >= B).")
-    tensorboard: bool = setting(False, bool, resume="free", flag="train",
-                                help="Write TensorBoard events to RUN/tensorboard.")
+    name: str | None = setting(
+        None, str, resume="free", flag="train", help="Run directory name (default: schedule name and a timestamp)."
+    )
+    best: str = setting(
+        "top1",
+        str,
+        resume="free",
+        flag="train",
+        help="How best.pt is chosen: top1 (default), or sparsity-at-top1 B (sparsest with top1 >= B).",
+    )
+    tensorboard: bool = setting(
+        False, bool, resume="free", flag="train", help="Write TensorBoard events to RUN/tensorboard."
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

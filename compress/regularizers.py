@@ -60,7 +60,7 @@ class Penalty:
 class L1(Penalty):
     """``strength * sum |w|``; proximal: soft thresholding. YAML::
 
-    - {name: sparse-fc, penalty: l1, strength: 1.0e-4, layers: ["fc*.weight"]}
+        - {name: sparse-fc, penalty: l1, strength: 1.0e-4, layers: ["fc*.weight"]}
     """
 
     name = "l1"
@@ -79,7 +79,7 @@ class L1(Penalty):
 class L2(Penalty):
     """Weight decay on chosen layers: ``grad += strength * w``, i.e. ``strength/2 * ||w||^2``. YAML::
 
-    - {name: decay-convs, penalty: l2, strength: 5.0e-4, layers: ["conv*.weight"], mode: penalty}
+        - {name: decay-convs, penalty: l2, strength: 5.0e-4, layers: ["conv*.weight"], mode: penalty}
     """
 
     name = "l2"
@@ -98,11 +98,11 @@ class L2(Penalty):
 class GroupLasso(Penalty):
     """``strength * sum_g ||w_g||_2``; proximal: group soft thresholding (whole groups become 0). YAML::
 
-    - name: conv-filters
-      penalty: group_lasso
-      groups: filters           # filters | channels | kernels | rows | cols | layer
-      strength: 0.005
-      layers: ["conv*.weight"]
+        - name: conv-filters
+          penalty: group_lasso
+          groups: filters           # filters | channels | kernels | rows | cols | layer
+          strength: 0.005
+          layers: ["conv*.weight"]
     """
 
     name = "group_lasso"
@@ -162,8 +162,8 @@ class GroupVariance(Penalty):
     eps)``, as Distiller computes them. Channels only, penalty mode only (it has no proximal
     operator). YAML::
 
-    - {name: spread, penalty: group_variance, groups: channels, strength: 1.0e-4, layers: ["conv2.weight"],
-       mode: penalty}
+        - {name: spread, penalty: group_variance, groups: channels, strength: 1.0e-4, layers: ["conv2.weight"],
+           mode: penalty}
     """
 
     name = "group_variance"

@@ -3,7 +3,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -15,13 +14,10 @@ def repo() -> Path:
 
 @pytest.fixture
 def cli():
-    """Runs the real ``compress`` command in-process; returns click's Result."""
-    from compress.cli import main
+    """Runs the real ``compress`` command in-process (``tests.helpers.invoke``); returns click's Result."""
+    from tests.helpers import invoke
 
-    def run(*args: str):
-        return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-    return run
+    return invoke
 
 
 @pytest.fixture(scope="module")

@@ -71,12 +71,14 @@ def normalized(text: str) -> list[str]:
     return [" ".join(line.split()) for line in text.splitlines()]
 
 
-def invoke(*args: str):
+def invoke(*args: object):
+    """The one way tests run the real ``compress`` command: in-process, every argument as a string,
+    exceptions not swallowed (a traceback fails the test instead of hiding in exit code 1)."""
     from click.testing import CliRunner
 
     from compress.cli import main
 
-    return CliRunner().invoke(main, list(args))
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
 def yaml_text(text: str) -> str:

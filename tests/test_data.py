@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,15 +23,29 @@ def test_mnist5k_is_5000_digits_500_per_class():
     assert images.max() > 200 and images.min() == 0  # real pixels, not a placeholder
 
 
-def test_embedded_files_match_the_shared_csv():
-    csv = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist_5k.csv.gz"
-    if not csv.exists():
-        pytest.skip("shared/data not next to this checkout")
-    rows = [line.split(",") for line in gzip.open(csv, "rt").read().split()[:50]]
+DATA = Path(__file__).resolve().parent.parent / "compress" / "datasets" / "data"
+
+
+def test_embedded_files_are_the_ones_their_readme_records():
+    """The digests in compress/datasets/data/README.md, of the files as the package ships them."""
+    readme = (DATA / "README.md").read_text(encoding="utf-8")
+    for name in ("mnist5k-images-idx3-ubyte.gz", "mnist5k-labels-idx1-ubyte.gz"):
+        digest = hashlib.sha256(gzip.decompress((DATA / name).read_bytes())).hexdigest()
+        assert f"`{name}`" in readme and f"`{digest}`" in readme, name
+
+
+def test_the_build_tool_rebuilds_the_embedded_files_byte_for_byte(tmp_path):
+    """tools/build_mnist5k.py, fed the CSV those files hold (written here from them), gives them back."""
     images, labels = load_mnist5k()
-    for i, row in enumerate(rows):
-        assert images[i].flatten().tolist() == [int(v) for v in row[:-1]]
-        assert labels[i].item() == int(row[-1])
+    pairs = zip(images, labels, strict=True)
+    rows = [",".join(map(str, [*image.flatten().tolist(), int(label)])) for image, label in pairs]
+    csv = tmp_path / "mnist_5k.csv.gz"
+    csv.write_bytes(gzip.compress(("\n".join(rows) + "\n").encode()))
+    tool = Path(__file__).resolve().parent.parent / "tools" / "build_mnist5k.py"
+    done = subprocess.run([sys.executable, str(tool), str(csv), "--out", str(tmp_path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    for name in ("mnist5k-images-idx3-ubyte.gz", "mnist5k-labels-idx1-ubyte.gz"):
+        assert (tmp_path / name).read_bytes() == (DATA / name).read_bytes(), name
 
 
 def test_read_idx_rejects_other_files():

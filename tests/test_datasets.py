@@ -243,8 +243,12 @@ def test_validation_batches_are_fixed_and_unaugmented(tmp_path):
     assert torch.equal(first, torch.cat([x for x, _ in val]))
 
 
-def test_default_workers_leaves_a_core_for_training():
-    assert 0 <= default_workers() <= 8
+@pytest.mark.parametrize(("cores", "workers"), [(1, 0), (2, 1), (4, 3), (9, 8), (64, 8)])
+def test_default_workers_leaves_a_core_for_training(monkeypatch, cores, workers):
+    import compress.datasets.loaders as loaders
+
+    monkeypatch.setattr(loaders.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert default_workers() == workers
 
 
 def test_stratified_split_gives_small_datasets_their_share():

@@ -207,10 +207,14 @@ def test_group_variance_in_both_formats_and_its_limits():
     bad = [
         (one("GroupVarianceRegularizer", "conv2.weight: [1.0e-4, Filters]"), "defined for groups channels only"),
         (one("GroupVarianceRegularizer", "conv2.weight: [1.0e-4, Channels]", "mode: proximal"), "no proximal"),
-        (one("GroupVarianceRegularizer", "conv2.weight: [1.0e-4, Channels]", "threshold_criteria: Max"),
-         "takes no threshold_criteria"),  # fmt: skip
-        ("rules:\n  - {name: v, penalty: group_variance, groups: channels, strength: 1, layers: [c]}\n",
-         "no proximal operator; add mode: penalty"),  # fmt: skip
+        (
+            one("GroupVarianceRegularizer", "conv2.weight: [1.0e-4, Channels]", "threshold_criteria: Max"),
+            "takes no threshold_criteria",
+        ),  # fmt: skip
+        (
+            "rules:\n  - {name: v, penalty: group_variance, groups: channels, strength: 1, layers: [c]}\n",
+            "no proximal operator; add mode: penalty",
+        ),  # fmt: skip
     ]
     for text, message in bad:
         with pytest.raises(Exception, match=message):
@@ -334,8 +338,9 @@ def test_a_schedule_for_another_model_is_said_once(tmp_path, repo):
                     "--dataset", "mnist5k")  # fmt: skip
     assert result.exit_code == 2
     errors = result.stderr.splitlines()
-    assert "18 of the 18 parameter names match nothing in model mlp: is the schedule written for another model?" in (
-        errors[0]
+    assert (
+        "18 of the 18 parameter names match nothing in model mlp: is the schedule written for another model?"
+        in (errors[0])
     )
     assert len(errors) == 5 and errors[-1].endswith("... and 15 more names that match nothing")
 

@@ -95,3 +95,45 @@ def test_every_registry_answers_an_unknown_name_with_a_suggestion(kind):
     message = str(info.value)
     assert f"unknown {kind} {name + 'x'!r} (did you mean {name!r}" in message
     assert message.endswith("valid: " + ", ".join(registry.names()))
+
+
+def _docstring_samples() -> list[tuple[str, str]]:
+    """Every YAML sample a docstring of ours shows: the block indented deeper than the docstring
+    itself, right after ``YAML::`` or ``Sample::`` (reStructuredText's literal block)."""
+    samples = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            body = getattr(node, "body", None)
+            if not isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) or not body:
+                continue
+            doc = ast.get_docstring(node, clean=False)
+            for marker in ("YAML::", "Sample::"):
+                if doc and marker in doc:
+                    block = _indented_block(doc.split(marker, 1)[1], body[0].col_offset)
+                    samples.append((f"{path.relative_to(PACKAGE.parent)}:{getattr(node, 'lineno', 1)}", block))
+    return samples
+
+
+def _indented_block(text: str, base: int) -> str:
+    """The lines after a ``::`` marker that are blank or indented deeper than ``base``."""
+    block = []
+    for line in text.split("\n")[1:]:
+        if line.strip() and len(line) - len(line.lstrip()) <= base:
+            break
+        block.append(line)
+    return "\n".join(block).strip("\n")
+
+
+@pytest.mark.parametrize(("where", "text"), _docstring_samples(), ids=lambda value: str(value)[:40])
+def test_every_yaml_sample_in_a_docstring_is_a_schedule_the_readers_accept(where, text):
+    """A sample in a docstring cannot drift from the schema: each is read as a schedule (a rule
+    alone is read as the only rule of one), and every error is a failure."""
+    import textwrap
+
+    from compress.schedule import parse_schedule
+
+    text = textwrap.dedent(text)
+    if text.lstrip().startswith("- "):
+        text = "rules:\n" + textwrap.indent(text, "  ")
+    schedule = parse_schedule(text, where)
+    assert schedule.rules or schedule.lr_schedulers or schedule.thinning, where

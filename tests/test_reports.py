@@ -22,13 +22,11 @@ SCHEDULE = Path(__file__).resolve().parent.parent / "schedules" / "lenet5-filter
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
     """A short run whose conv1 has exactly zero filters, made by hand after training."""
-    from click.testing import CliRunner
-
-    from compress.cli import main
+    from tests.helpers import invoke
 
     out = tmp_path_factory.mktemp("runs")
-    result = CliRunner().invoke(main, ["train", "--schedule", str(SCHEDULE), "--epochs", "2", "--limit-batches", "3",
-                                       "--out-dir", str(out), "--name", "r"])  # fmt: skip
+    result = invoke("train", "--schedule", SCHEDULE, "--epochs", "2", "--limit-batches", "3", "--out-dir", out,
+                    "--name", "r")  # fmt: skip
     assert result.exit_code == 0, result.output
     path = out / "r" / "best.pt"  # what a run directory means to report, eval, thin and plot
     state = torch.load(path, weights_only=True)

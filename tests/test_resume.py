@@ -99,8 +99,10 @@ def test_kill_during_a_checkpoint_write_leaves_the_previous_one(tmp_path):
     from compress.checkpoint import RunState, load_checkpoint, save_checkpoint
 
     def state(marker: str, size: int) -> str:
-        return (f"RunState(arch='lenet5', state_dict={{'w': torch.ones({size})}}, config={{}}, "
-                f"schedule_text={marker!r}, schedule_source='s.yaml')")
+        return (
+            f"RunState(arch='lenet5', state_dict={{'w': torch.ones({size})}}, config={{}}, "
+            f"schedule_text={marker!r}, schedule_source='s.yaml')"
+        )
 
     old = RunState(arch="lenet5", state_dict={"w": torch.ones(3)}, config={}, schedule_text="old", schedule_source="s")
     save_checkpoint(old, target)
@@ -160,12 +162,15 @@ def test_resume_refuses_other_settings_or_schedule_unless_reset(cli, repo, tmp_p
 
 
 def test_resume_from_an_older_checkpoint_would_lose_epochs_and_is_refused(cli, tmp_path):
-    assert _quick(cli, tmp_path, "a", "--epochs", "3").exit_code == 0
-    best = _state(tmp_path / "a" / "best.pt")
-    if best["next_epoch"] == 3:
-        pytest.skip("best epoch is the last one here")
-    result = cli("train", "--resume", tmp_path / "a" / "best.pt")
-    assert result.exit_code == 2 and "is older than" in result.output
+    assert _quick(cli, tmp_path, "a").exit_code == 0
+    (tmp_path / "a" / "after-epoch-0.pt").write_bytes((tmp_path / "a" / "checkpoint.pt").read_bytes())
+    assert cli("train", "--resume", tmp_path / "a", "--epochs", "3").exit_code == 0
+    result = cli("train", "--resume", tmp_path / "a" / "after-epoch-0.pt")
+    assert result.exit_code == 2 and "is older than" in result.output, result.output
+    assert _state(tmp_path / "a" / "checkpoint.pt")["next_epoch"] == 3, "nothing was overwritten"
+    branched = cli("train", "--resume", tmp_path / "a" / "after-epoch-0.pt", "--reset-optimizer", "--out-dir",
+                   tmp_path, "--name", "b", "--limit-batches", "1")  # fmt: skip
+    assert branched.exit_code == 0, branched.output
 
 
 def test_bad_checkpoints_are_clear_errors(cli, repo, tmp_path):

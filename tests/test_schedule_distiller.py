@@ -159,8 +159,16 @@ def test_lenet5_rows_cols_file(lenet5):
             **distiller,
         ),
         Rule("conv2_kernels", "group_lasso", (kernels,), Epochs(0, 3, 1), threshold_criterion="max", **distiller),
-        Rule("conv2_kernels#2", "group_lasso", (kernels,), Epochs(6, 9, 2), threshold_criterion="max",
-             keep_mask=True, keep_mask_at=8, **distiller),  # fmt: skip
+        Rule(
+            "conv2_kernels#2",
+            "group_lasso",
+            (kernels,),
+            Epochs(6, 9, 2),
+            threshold_criterion="max",
+            keep_mask=True,
+            keep_mask_at=8,
+            **distiller,
+        ),  # fmt: skip
     )
     assert schedule.lr_schedulers == (
         LRSchedulerSpec("MultiStepLR", (("milestones", [4, 8]), ("gamma", 0.5)), Epochs(0, 10, 1), clock="absolute"),
@@ -1100,8 +1108,10 @@ def test_cli_check_prints_the_plan_of_the_rows_cols_file():
         line.startswith("rule conv2_kernels#2: group_lasso, mode penalty, epochs [6, 9) every 2") for line in lines
     )
     assert any(line.startswith("rule conv2_channels: group_lasso, mode penalty, epochs 1, 3, 5") for line in lines)
-    assert "lr_scheduler MultiStepLR(milestones=[4, 8], gamma=0.5), epochs [0, 10): 10 of 10; Distiller's clock: " \
+    assert (
+        "lr_scheduler MultiStepLR(milestones=[4, 8], gamma=0.5), epochs [0, 10): 10 of 10; Distiller's clock: "
         "closed form at epoch + 1" in lines
+    )
     assert "learning rate 0.01 (epochs 0-3), 0.005 (4-7), 0.0025 (8-9)" in lines
     assert lines[-1] == "OK: 4 rule(s) on 2 parameter(s), 1 lr scheduler(s)"
 

@@ -68,3 +68,29 @@ def test_macs_dense_and_live():
     assert macs["0"]["dense"] == 3 * 3 * 4 * 2 * 9
     assert macs["0"]["live"] == 3 * 3 * 3 * 1 * 9
     assert macs["2"] == {"dense": 36 * 5, "live": 36 * 5}
+
+
+def test_only_exact_zeros_count_never_small_values():
+    w = torch.ones(3, 2, 2, 2)
+    w[0] = 1e-12  # far below any tolerance a counter might use, yet not zero
+    w[1] = 0
+    w[2, 0, 0, 0] = 1e-30
+    layer = measure_layer("conv.weight", w)
+    assert layer.nnz_sparse == 24 - 8 and layer.structured["filters"] == pytest.approx(100 / 3)
+    from compress import groups as G
+
+    assert G.zero_groups(w, "filters").flatten().tolist() == [False, True, False]
+    assert G.zero_fraction(torch.full((4, 4), 1e-9), "elements") == 0.0
+
+
+def test_structured_totals_tell_filters_from_channels():
+    """3 filters of 5 and 1 channel of 2 are zero: a swap of the two measures shows up."""
+    from compress.runs import structured_totals
+
+    w = torch.ones(5, 2, 3, 3)
+    w[:3] = 0
+    w[:, 1] = 0
+    layer = measure_layer("conv.weight", w)
+    assert layer.structured["filters"] == 60.0 and layer.structured["channels"] == 50.0
+    totals = structured_totals([layer, measure_layer("fc.weight", torch.ones(4, 5))])
+    assert totals == {"filters": pytest.approx(100 * 3 / 9), "channels": pytest.approx(100 * 1 / 7)}

@@ -557,3 +557,36 @@ def test_plan_for_another_model_is_refused():
     plan = plan_thinning(model, x)
     with pytest.raises(ValueError, match="another model"):
         apply_thinning(build_model("mlp", num_classes=10, in_channels=1, input_size=28), plan)
+
+
+def test_thinning_during_training_that_would_change_the_outputs_leaves_everything_as_it_was(monkeypatch):
+    """thin_in_place verifies before it keeps anything: a failed check restores the model, and the
+    optimizer's state and the scheduler's targets stay on the dense parameters."""
+    from compress.schedule import parse_schedule
+    from compress.scheduler import CompressionScheduler, bind
+    from compress.thinning.state import thin_in_place
+
+    model, x = built("lenet5", 1, 28)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(x).sum().backward()
+    optimizer.step()  # momentum buffers exist
+    with torch.no_grad():
+        model.conv1.weight[:5] = 0
+        model.conv1.bias[:5] = 0
+    schedule = parse_schedule("rules:\n  - {name: r, penalty: l1, strength: 0.1, layers: [conv1.weight]}\n", "s.yaml")
+    rules, _ = bind(schedule, model, epochs=1)
+    scheduler = CompressionScheduler(rules, optimizer, schedule)
+    params = dict(model.named_parameters())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    monkeypatch.setattr("compress.thinning.state.max_difference", lambda *a: 1.0)
+    with pytest.raises(ThinningError, match="left as it was"):
+        thin_in_place(model, x, optimizer, scheduler)
+    assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in before.items()}
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert all(p is params[n] for n, p in model.named_parameters()), "the same parameter objects"
+    assert [p for g in optimizer.param_groups for p in g["params"]] == list(model.parameters())
+    assert scheduler.rules[0].targets[0].param is model.conv1.weight
+    monkeypatch.undo()
+    result = thin_in_place(model, x, optimizer, scheduler)
+    assert model.conv1.weight.shape[0] == 15 and result.max_abs_diff < TOL
+    assert scheduler.rules[0].targets[0].param is model.conv1.weight

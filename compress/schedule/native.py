@@ -1,17 +1,17 @@
 """Our own schedule spelling (``rules:``). Sample::
 
-version: 1
-config: ../configs/lenet5-mnist5k.yaml
-rules:
-  - name: conv-filters
-    penalty: group_lasso
-    groups: filters
-    strength: 0.005
-    layers: ["conv*.weight"]
-    epochs: [0, 20]
-    mode: proximal
-    keep_mask: true
-lr_scheduler: {class: StepLR, step_size: 10, gamma: 0.1}
+    version: 1
+    config: ../configs/lenet5-mnist5k.yaml
+    rules:
+      - name: conv-filters
+        penalty: group_lasso
+        groups: filters
+        strength: 0.005
+        layers: ["conv*.weight"]
+        epochs: [0, 20]
+        mode: proximal
+        keep_mask: true
+    lr_scheduler: {class: StepLR, step_size: 10, gamma: 0.1}
 """
 
 from __future__ import annotations

@@ -71,7 +71,7 @@ def apply_thinning(model: nn.Module, plan: ThinningPlan, *, inplace: bool = Fals
             for (_, p_old), (_, p_new) in zip(old.named_parameters(), fresh.named_parameters(), strict=True):
                 p_new.requires_grad_(p_old.requires_grad)
             fresh.train(old.training)
-            _set_submodule(thin, module_name, fresh)
+            set_submodule(thin, module_name, fresh)
         for name, value in new.items():  # corrected but not resized (a BatchNorm's running_mean)
             state[name].copy_(value)
     return thin
@@ -86,7 +86,7 @@ def rebuild(model: nn.Module, spec: dict[str, dict[str, int]]) -> nn.Module:
             old = model.get_submodule(module_name)
         except AttributeError:
             raise CompressError(f"thinned spec: the model has no module {module_name!r}") from None
-        _set_submodule(model, module_name, _build_like(old, changes, initialize=True))
+        set_submodule(model, module_name, _build_like(old, changes, initialize=True))
     return model
 
 
@@ -94,8 +94,17 @@ def rebuild(model: nn.Module, spec: dict[str, dict[str, int]]) -> nn.Module:
 def verify(dense: nn.Module, thin: nn.Module, example: torch.Tensor) -> float:
     """Max absolute difference between the two models' outputs on ``example`` in eval mode
     (``inf`` when the outputs do not even have the same shapes)."""
-    with _eval(dense), _eval(thin):
-        a, b = _tensors(dense(example)), _tensors(thin(example))
+    return max_difference(outputs(dense, example), outputs(thin, example))
+
+
+@torch.no_grad()
+def outputs(model: nn.Module, example: torch.Tensor) -> list[torch.Tensor]:
+    """The model's output tensors on ``example`` in eval mode (its modes are put back after)."""
+    with _eval(model):
+        return _tensors(model(example))
+
+
+def max_difference(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
     if len(a) != len(b) or any(x.shape != y.shape for x, y in zip(a, b, strict=False)):
         return math.inf
     worst = 0.0
@@ -148,7 +157,7 @@ def _build_like(old: nn.Module, changes: dict[str, int], *, initialize: bool) ->
     return kind(**args, device=like.device, dtype=like.dtype)
 
 
-def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
+def set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
     parent, _, child = name.rpartition(".")
     setattr(root.get_submodule(parent) if parent else root, child, module)
 

@@ -4,13 +4,21 @@ the smaller model."""
 
 from __future__ import annotations
 
-import copy
 from typing import Any, NamedTuple, Protocol
 
 import torch
 from torch import nn
 
-from compress.thinning.apply import TOLERANCE, ThinningError, ThinResult, apply_thinning, thin_tensor_state, verify
+from compress.thinning.apply import (
+    TOLERANCE,
+    ThinningError,
+    ThinResult,
+    apply_thinning,
+    max_difference,
+    outputs,
+    set_submodule,
+    thin_tensor_state,
+)
 from compress.thinning.plan import plan_thinning
 from compress.training import Participant
 
@@ -28,16 +36,20 @@ def thin_in_place(model: nn.Module, example: torch.Tensor, optimizer: torch.opti
                   scheduler: Any = None, structures: str = "both") -> ThinResult:  # fmt: skip
     """Thin ``model`` itself (same object, smaller modules), then move the optimizer's parameters
     and state (momentum, Adam moments) and the scheduler's targets and masks over to the new
-    parameters. Raises ``ThinningError`` (and changes nothing) if the outputs would differ."""
+    parameters. Raises ``ThinningError`` if the outputs would differ, with the model put back as it
+    was: the very module and parameter objects that the optimizer and the scheduler still hold."""
     plan = plan_thinning(model, example, structures)
     if plan.empty:
         return ThinResult(model, plan, 0.0)
-    dense = copy.deepcopy(model)
+    expected = outputs(model, example)
+    originals = {name: model.get_submodule(name) for name in plan.spec}
+    tensors = model.state_dict(keep_vars=True)
+    corrected = {name: tensors[name].detach().clone() for name in plan.corrections}  # changed in place
     old_names = {id(p): n for n, p in model.named_parameters()}
     apply_thinning(model, plan, inplace=True)
-    diff = verify(dense, model, example)
+    diff = max_difference(expected, outputs(model, example))
     if not diff <= TOLERANCE:
-        _restore(model, dense)
+        _restore(model, originals, tensors, corrected)
         raise ThinningError(f"thinning changed the outputs by {diff:.3g}; the model was left as it was")
     params = dict(model.named_parameters())
     if optimizer is not None:
@@ -45,6 +57,15 @@ def thin_in_place(model: nn.Module, example: torch.Tensor, optimizer: torch.opti
     if scheduler is not None:
         scheduler.rebind(params, lambda name, t: thin_tensor_state(t, plan.keep.get(name, {})))
     return ThinResult(model, plan, diff)
+
+
+def _restore(model: nn.Module, originals: dict[str, nn.Module], tensors: dict[str, torch.Tensor],
+             corrected: dict[str, torch.Tensor]) -> None:  # fmt: skip
+    """Put the replaced modules back, and the values of the tensors corrected in place."""
+    for name, module in originals.items():
+        set_submodule(model, name, module)
+    for name, value in corrected.items():
+        tensors[name].detach().copy_(value)
 
 
 def _move_optimizer(optimizer: torch.optim.Optimizer, old_names: dict[int, str], params: dict, keep: dict) -> None:
@@ -61,13 +82,6 @@ def _move_optimizer(optimizer: torch.optim.Optimizer, old_names: dict[int, str],
                 }
             moved.append(new)
         group["params"] = moved
-
-
-def _restore(model: nn.Module, dense: nn.Module) -> None:
-    for name, module in dense.named_children():
-        setattr(model, name, module)
-    if not list(dense.named_children()):  # a model that is a single module
-        model.load_state_dict(dense.state_dict())
 
 
 __all__ = ["ThinningError", "merge_specs", "thin_in_place"]
