@@ -201,20 +201,18 @@ def zero_filters(layers: list[LayerSparsity]) -> tuple[int, int]:
 
 
 def format_epoch(result: EpochResult, sparsity: float, filters: tuple[int, int], width: int = 100) -> str:
-    """One line that fits ``width``: rule names shortened, then the rules summed, only when they must."""
+    """One line that fits ``width``: each rule's loss under its name, the names shortened only as
+    much as the line needs (never below 6 characters); when the rules do not fit even so, their sum."""
+    zero, total = filters
     head = f"epoch {result.epoch}  lr {result.lr:.4g}  data {result.data_loss:.4f}"
-    tail = (f"top1 {result.top1:.2f}  sparsity {sparsity:.2f}%  zero filters {filters[0]}/{filters[1]}  "
-            f"{result.seconds:.1f}s")  # fmt: skip
-    rules = result.rule_losses
-    for shown in (
-        [f"{name} {value:.4g}" for name, value in rules.items()],
-        [f"{name[:10]} {value:.4g}" for name, value in rules.items()],
-        [f"rules {sum(rules.values()):.4g}"] if rules else [],
-    ):
-        line = "  ".join([head, *shown, tail])
+    tail = f"top1 {result.top1:.2f}  sparse {sparsity:.2f}%  {zero}/{total} filters zero  {result.seconds:.1f}s"
+    values = {name: f"{value:.3g}" for name, value in result.rule_losses.items()}
+    longest = max((len(name) for name in values), default=0)
+    for keep in range(longest, min(6, longest) - 1, -1):
+        line = "  ".join([head, *(f"{name[:keep]} {v}" for name, v in values.items()), tail])
         if len(line) <= width:
             return line
-    return line
+    return f"{head}  rules {sum(result.rule_losses.values()):.3g}  {tail}"
 
 
 def summary_lines(run: Path, final: float | None, best: Best, rule: BestRule, test: dict[str, float] | None,
