@@ -286,11 +286,13 @@ def plot(path: Path, group: str) -> None:
 
 @main.command()
 @click.argument("path", metavar="CKPT", type=FILE)
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="The thinned checkpoint.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="The thinned checkpoint [default: RUN/thin.pt, or NAME-thin.pt beside a checkpoint file].")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output file (never the input).")
 @click.option("--batch", type=click.IntRange(min=2), default=64, help="Inputs compared; the larger latency batch.")
-def thin(path: Path, output: Path, batch: int) -> None:
+def thin(path: Path, output: Path | None, overwrite: bool, batch: int) -> None:
     """Remove exactly-zero filters and channels (a run directory means its best.pt); verified, measured."""
     from compress.commands.thin import thin_checkpoint
 
-    for line in thin_checkpoint(path, output, batch=batch):
+    for line in thin_checkpoint(path, output, batch=batch, overwrite=overwrite):
         click.echo(line)

@@ -228,10 +228,15 @@ def summary_lines(run: Path, final: float | None, best: Best, rule: BestRule, te
     dense, thinned = macs["dense"], macs["thinned"]
     lines.append(f"  total sparsity {total_sparsity(layers):.2f}%; MACs per input {dense:,} dense, "
                  f"{thinned:,} after thinning ({thinned / max(dense, 1):.1%})")  # fmt: skip
-    lines += [f"  {layer.name}: {removable(layer)} zero" for layer in layers if removable(layer)]
-    lines += ["next (each reads best.pt):", f"  compress thin {run} -o {run / 'thin.pt'}"]
+    zeroed = [f"  {layer.name}: {removable(layer)} zero" for layer in layers if _has_zero_structure(layer)]
+    lines += zeroed or ["  no filter or channel is exactly zero: thinning would remove nothing"]
+    lines += ["next (each reads best.pt; thin writes thin.pt beside it):", f"  compress thin {run}"]
     lines += [f"  compress report {run}", f"  compress plot {run}"]
     return lines
+
+
+def _has_zero_structure(layer: LayerSparsity) -> bool:
+    return any(layer.structured.get(group) for group in ("filters", "channels"))
 
 
 def removable(layer: LayerSparsity) -> str:

@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.tiny_data import no_cifar_checksums  # noqa: F401  (a fixture every test file may use)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -12,7 +12,7 @@ import torch
 from compress.datasets import DATASETS, DataOptions, build_dataset, dataset_shape, default_workers
 from compress.datasets.loaders import SeededLoader, stratified_split
 from compress.errors import CompressError
-from tests.tiny_data import no_cifar_checksums, write_cifar, write_image_folder, write_mnist  # noqa: F401
+from tests.tiny_data import write_cifar, write_image_folder, write_mnist
 
 FAMILIES = ("mnist5k", "mnist", "fashion_mnist", "cifar10", "cifar100", "imagenet", "imagefolder")
 

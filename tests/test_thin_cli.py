@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -62,11 +63,60 @@ def test_thin_command_removes_zero_filters_and_the_result_loads_everywhere(cli, 
     assert _state(tmp_path / "on" / "checkpoint.pt")["next_epoch"] == 2
 
 
-def test_thin_refuses_a_directory_as_output(cli, repo, tmp_path):
+@pytest.fixture
+def run_dir(cli, repo, tmp_path) -> Path:
     assert cli("train", "--schedule", repo / "schedules/lenet5-baseline.yaml", "--epochs", "1", "--limit-batches", "1",
                "--out-dir", tmp_path, "--name", "r").exit_code == 0  # fmt: skip
-    result = cli("thin", tmp_path / "r", "-o", tmp_path)
+    return tmp_path / "r"
+
+
+def test_thin_refuses_a_directory_as_output(cli, run_dir):
+    result = cli("thin", run_dir, "-o", run_dir.parent)
     assert result.exit_code == 2 and "-o: " in result.output and "is a directory" in result.output
+
+
+def test_thin_writes_beside_its_input_by_default_and_never_over_a_file_unasked(cli, run_dir):
+    assert cli("thin", run_dir).exit_code == 0 and (run_dir / "thin.pt").is_file()
+    before = (run_dir / "thin.pt").read_bytes()
+    again = cli("thin", run_dir)
+    assert again.exit_code == 2 and again.output.count("\n") == 1
+    assert "thin.pt exists; pass --overwrite" in again.output and (run_dir / "thin.pt").read_bytes() == before
+    assert cli("thin", run_dir, "--overwrite").exit_code == 0
+    assert cli("thin", run_dir / "checkpoint.pt").exit_code == 0 and (run_dir / "checkpoint-thin.pt").is_file()
+
+
+def test_thin_never_writes_over_its_input_even_with_overwrite(cli, run_dir):
+    best = run_dir / "best.pt"
+    before = best.read_bytes()
+    for target in (best, run_dir / ".." / run_dir.name / "best.pt"):
+        result = cli("thin", best, "-o", target, "--overwrite")
+        assert result.exit_code == 2 and "is the checkpoint being thinned" in result.output
+    assert best.read_bytes() == before
+
+
+def test_thin_into_a_missing_read_only_or_full_directory_is_one_line(cli, run_dir, tmp_path, monkeypatch):
+    """Tests run as root here, which writes anywhere: the OS's answers are simulated."""
+    import errno
+
+    import compress.commands.thin as thin
+
+    missing = cli("thin", run_dir, "-o", tmp_path / "nowhere" / "small.pt")
+    assert missing.exit_code == 2
+    assert missing.output.strip() == f"error: -o: directory {tmp_path / 'nowhere'} does not exist"
+    real_access = os.access
+    monkeypatch.setattr(thin.os, "access", lambda path, mode: Path(path) != tmp_path and real_access(path, mode))
+    locked = cli("thin", run_dir, "-o", tmp_path / "small.pt")
+    assert locked.exit_code == 2 and locked.output.strip() == f"error: -o: directory {tmp_path} is not writable"
+    monkeypatch.undo()
+
+    def full(state, path):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(thin, "save_checkpoint", full)
+    result = cli("thin", run_dir, "-o", tmp_path / "small.pt")
+    assert result.exit_code == 2
+    assert result.output.strip() == f"error: -o: cannot write {tmp_path / 'small.pt'}: No space left on device"
+    assert not (tmp_path / "small.pt").exists()
 
 
 def test_thin_during_training_then_exact_resume_matches_an_unbroken_run(cli, tmp_path):

@@ -4,6 +4,7 @@ against the dense model on real inputs, with what it gained."""
 from __future__ import annotations
 
 import io
+import os
 import statistics
 import time
 from dataclasses import replace
@@ -67,10 +68,30 @@ def _thin_optimizer_state(state: dict, names: list[str], keep: dict) -> dict:
     return out
 
 
-def thin_checkpoint(path: Path, output: Path, *, batch: int = 64) -> list[str]:
-    artifacts = load_artifacts(path, "CKPT")
-    if output.exists() and output.is_dir():
+def default_output(path: Path) -> Path:
+    """``RUN/thin.pt`` for a run directory, ``NAME-thin.pt`` beside a checkpoint file."""
+    path = Path(path)
+    return path / "thin.pt" if path.is_dir() else path.with_name(f"{path.stem}-thin.pt")
+
+
+def check_output(output: Path, source: Path, overwrite: bool) -> None:
+    """Refused before any work: a thinned checkpoint never replaces its input, or any file unasked."""
+    if output.is_dir():
         raise CompressError(f"-o: {output} is a directory; give a file name such as small.pt")
+    if output.exists() and output.resolve() == source.resolve():
+        raise CompressError(f"-o: {output} is the checkpoint being thinned; write the thinned one elsewhere")
+    if output.exists() and not overwrite:
+        raise CompressError(f"-o: {output} exists; pass --overwrite to replace it, or give another file")
+    if not output.parent.is_dir():
+        raise CompressError(f"-o: directory {output.parent} does not exist")
+    if not os.access(output.parent, os.W_OK):
+        raise CompressError(f"-o: directory {output.parent} is not writable")
+
+
+def thin_checkpoint(path: Path, output: Path | None = None, *, batch: int = 64, overwrite: bool = False) -> list[str]:
+    artifacts = load_artifacts(path, "CKPT")
+    output = Path(output) if output is not None else default_output(path)
+    check_output(output, artifacts.checkpoint, overwrite)
     dense = model_from(artifacts)
     x, described = real_batch(artifacts, batch)
     try:
@@ -85,7 +106,10 @@ def thin_checkpoint(path: Path, output: Path, *, batch: int = 64) -> list[str]:
                           for name, mask in scheduler.get("masks", {}).items()}  # fmt: skip
     state = replace(old, state_dict=small.state_dict(), thinned_spec=merge_specs(old.thinned_spec or {}, plan.spec),
                     thinned_from=str(artifacts.checkpoint), optimizer=optimizer, scheduler=scheduler)  # fmt: skip
-    save_checkpoint(state, output)
+    try:
+        save_checkpoint(state, output)
+    except OSError as exc:
+        raise CompressError(f"-o: cannot write {output}: {exc.strerror or exc}") from None
     return _summary(dense, small, plan, diff, described, artifacts, output, x)
 
 
