@@ -98,7 +98,7 @@ def touched_parameters(artifacts: RunArtifacts) -> list[str]:
         schedule = parse_schedule(artifacts.state.schedule_text, artifacts.state.schedule_source)
     except CompressError:
         return []
-    from compress.scheduler import match_parameters
+    from compress.matching import match_parameters
 
     names = list(artifacts.state.state_dict)
     return [n for rule in schedule.rules for t in rule.targets for n in match_parameters(t.pattern, names)]

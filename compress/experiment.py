@@ -149,15 +149,17 @@ def build_experiment(schedule: Schedule, config: RunConfig, thinned_spec: dict |
     model, rules, warnings = plan(schedule, config, device, thinned_spec)
     optimizer = build_optimizer(config.optimizer, model.parameters(), lr=config.lr, momentum=config.momentum,
                                 nesterov=config.nesterov, weight_decay=config.weight_decay)  # fmt: skip
-    scheduler = CompressionScheduler(rules, optimizer, schedule, value_every=VALUE_EVERY)
+    data = build_dataset(config.dataset, batch_size=config.batch_size, seed=config.seed, device=device, world=world,
+                         options=data_options(config, device))  # fmt: skip
+    steps = len(data.train) if config.limit_batches is None else min(len(data.train), config.limit_batches)
+    scheduler = CompressionScheduler(rules, optimizer, schedule, value_every=VALUE_EVERY, model=model,
+                                     seed=config.seed, steps_per_epoch=steps)  # fmt: skip
     thinner = None
     if schedule.thinning:
         from compress.thinning.state import Thinner
 
         thinner = Thinner(schedule.thinning, config.epochs, model, example_input(config), optimizer, scheduler,
                           thinned_spec)  # fmt: skip
-    data = build_dataset(config.dataset, batch_size=config.batch_size, seed=config.seed, device=device, world=world,
-                         options=data_options(config, device))  # fmt: skip
     warnings = warnings + [Diagnostic(note) for note in data.notes]
     return Experiment(config, schedule, device, model, data, optimizer, scheduler, warnings, thinned_spec, world,
                       wrap(model, world, device), thinner)  # fmt: skip

@@ -17,8 +17,8 @@ import torch
 from compress import groups as G
 from compress.artifacts import RunArtifacts, load_artifacts, model_from, read_sparsity_history
 from compress.errors import CompressError
+from compress.matching import match_parameters
 from compress.schedule import parse_schedule
-from compress.scheduler import match_parameters
 from compress.sparsity import reported_parameters
 
 INSTALL_HINT = 'plots need matplotlib: pip install -e ".[plots]" (or pip install matplotlib)'

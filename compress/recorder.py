@@ -44,7 +44,7 @@ class Recorder:
         self.exp, self.files, self.echo, self.table, self.board = exp, files, echo, table, board
         self.best, self.rule = best or Best(), BestRule(exp.config.best)
         self.position = Position()
-        self.touched = [t.param_name for r in exp.scheduler.rules for t in r.targets]
+        self.touched = exp.scheduler.touched
 
     @property
     def run_dir(self) -> Path | None:
@@ -83,6 +83,7 @@ class Recorder:
         if self.files is None:
             return
         self._report_thinning(result.epoch)
+        result.extra["pruning"] = self.exp.scheduler.pruning_report()
         layers = measure_sparsity(self.exp.model, self.touched)
         totals = self.files.write_epoch(result, layers)
         line = format_epoch(result, totals["sparsity"], zero_filters(layers), terminal_width())
@@ -166,12 +167,13 @@ class Recorder:
 
 def _run_files(exp: Experiment, resume: Resume | None, overwrite: bool) -> RunFiles:
     if resume is not None and resume.exact and resume.in_run_dir:
-        files = RunFiles(resume.run_dir, exp.scheduler.rule_names)
+        files = RunFiles(resume.run_dir, exp.scheduler.rule_names, exp.scheduler.prune_names)
         files.reopen(resume.state.next_epoch)
         return files
     config, schedule = exp.config, exp.schedule
     name = config.name or default_run_name(schedule.source)
-    files = RunFiles(create_run_dir(config.out_dir, name, overwrite=overwrite), exp.scheduler.rule_names)
+    files = RunFiles(create_run_dir(config.out_dir, name, overwrite=overwrite), exp.scheduler.rule_names,
+                     exp.scheduler.prune_names)  # fmt: skip
     files.write_start({**config.to_dict(), "name": name}, schedule.text, schedule.name)
     return files
 
@@ -201,18 +203,31 @@ def zero_filters(layers: list[LayerSparsity]) -> tuple[int, int]:
 
 
 def format_epoch(result: EpochResult, sparsity: float, filters: tuple[int, int], width: int = 100) -> str:
-    """One line that fits ``width``: each rule's loss under its name, the names shortened only as
-    much as the line needs (never below 6 characters); when the rules do not fit even so, their sum."""
+    """One line that fits ``width``: each penalty rule's loss and each pruning rule's masked share of
+    its groups (``/`` the level it aimed for, where they differ) under the rule's name, the names
+    shortened only as much as the line needs (never below 6 characters); when the rules do not fit
+    even so, the penalties' sum and the pruning rules' shares without names."""
     zero, total = filters
     head = f"epoch {result.epoch}  lr {result.lr:.4g}  data {result.data_loss:.4f}"
     tail = f"top1 {result.top1:.2f}  sparse {sparsity:.2f}%  {zero}/{total} filters zero  {result.seconds:.1f}s"
     values = {name: f"{value:.3g}" for name, value in result.rule_losses.items()}
+    pruned = {name: _pruned(target, achieved) for name, (target, achieved) in result.extra.get("pruning", {}).items()}
+    values.update(pruned)
     longest = max((len(name) for name in values), default=0)
     for keep in range(longest, min(6, longest) - 1, -1):
         line = "  ".join([head, *(f"{name[:keep]} {v}" for name, v in values.items()), tail])
         if len(line) <= width:
             return line
-    return f"{head}  rules {sum(result.rule_losses.values()):.3g}  {tail}"
+    parts = [f"rules {sum(result.rule_losses.values()):.3g}"] if result.rule_losses else []
+    parts += [f"pruned {' '.join(pruned.values())}"] if pruned else []
+    return "  ".join([head, *parts, tail])
+
+
+def _pruned(target: float | None, achieved: float) -> str:
+    """A pruning rule in the epoch line: the share of its groups masked, and what it aimed for."""
+    if target is None or abs(target - achieved) < 5e-4:
+        return f"{achieved:.1%}"
+    return f"{achieved:.1%}/{target:.1%}"
 
 
 def summary_lines(run: Path, final: float | None, best: Best, rule: BestRule, test: dict[str, float] | None,

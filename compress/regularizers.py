@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from compress.groups import group_norms
+from compress.groups import expand_groups, group_norms, group_scores
 from compress.registry import Registry
 
 # Below this norm a float32 group's squares underflow and its computed norm is 0 or garbage: such a
@@ -100,7 +100,7 @@ class GroupLasso(Penalty):
 
         - name: conv-filters
           penalty: group_lasso
-          groups: filters           # filters | channels | kernels | rows | cols | layer
+          groups: filters           # filters | channels | kernels | rows | cols | layer | blocks(RxDxHxW) | strided(K)
           strength: 0.005
           layers: ["conv*.weight"]
     """
@@ -111,17 +111,19 @@ class GroupLasso(Penalty):
     def value(self, w, group, strength, eps=0.0):
         if _distiller_channels(w, group, eps):
             return distiller_channel_norms(w, eps).sum() * strength
-        return group_norms(w, group, eps).sum() * strength
+        # one norm per group (a broadcast one is weight-shaped for blocks and strided groups)
+        return group_scores(w, group, "l2", eps).sum() * strength
 
     def gradient(self, w, group, strength, value=True, eps=0.0):
         if _distiller_channels(w, group, eps):
             return _autograd(lambda leaf: distiller_channel_norms(leaf, eps).sum().mul(strength), w, value)
-        norms = group_norms(w, group, eps)
+        scores = group_scores(w, group, "l2", eps)
+        norms = expand_groups(scores, group, w.shape)
         # (w / ||w_g||) * strength: the operations, in the order, of autograd's gradient of strength *
         # sum ||w_g|| (what Distiller computed), so the two agree to the last bit. A group whose norm
         # underflows divides by inf: its gradient is 0 (a torch.where over w would cost 20x more).
         gradient = w.div(torch.where(norms > NORM_FLOOR, norms, torch.inf)).mul_(strength)
-        return gradient, (norms.sum() * strength if value else None)
+        return gradient, (scores.sum() * strength if value else None)
 
     def proximal(self, w, group, t):
         if t <= 0:

@@ -67,6 +67,7 @@ class RunFiles:
 
     path: Path
     rule_names: list[str]
+    prune_names: list[str] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def write_start(self, config: dict[str, Any], schedule_text: str, schedule_name: str) -> None:
@@ -78,6 +79,7 @@ class RunFiles:
             "train_loss",
             "data_loss",
             *[f"loss/{r}" for r in self.rule_names],
+            *[f"{kind}/{r}" for r in self.prune_names for kind in ("pruned", "target")],
             "val_loss",
             "top1",
             "top5",
@@ -113,6 +115,7 @@ class RunFiles:
             f"{result.train_loss:.6f}",
             f"{result.data_loss:.6f}",
             *[f"{result.rule_losses.get(r, 0.0):.6g}" for r in self.rule_names],
+            *_pruning_cells(result.extra.get("pruning", {}), self.prune_names),
             f"{result.val_loss:.6f}",
             f"{result.top1:.2f}",
             f"{result.top5:.2f}",
@@ -132,6 +135,15 @@ class RunFiles:
     def log(self, line: str) -> None:
         with open(self.path / "train.log", "a", encoding="utf-8") as f:
             f.write(line + "\n")
+
+
+def _pruning_cells(report: dict[str, tuple[float | None, float]], names: list[str]) -> list[str]:
+    """Per pruning rule: the % of its groups masked, and the % it aimed for (empty for thresholds)."""
+    cells = []
+    for name in names:
+        target, achieved = report.get(name, (None, 0.0))
+        cells += [f"{100 * achieved:.4f}", "" if target is None else f"{100 * target:.4f}"]
+    return cells
 
 
 class BestRule:

@@ -13,9 +13,7 @@ The loop knows nothing else about regularization; this class knows nothing about
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from typing import Any
 
 import torch
@@ -25,11 +23,12 @@ from compress import groups as G
 from compress import regularizers as R
 from compress.errors import CompressError, Diagnostic
 from compress.lr import build_rates, check_lr_scheduler
+from compress.matching import match_parameters, no_match, strip_dataparallel  # noqa: F401  (re-exported)
 from compress.optim import moments
+from compress.pruning.binding import BoundPruneRule, bind_pruning
+from compress.pruning.runtime import Pruning
 from compress.schedule.model import Rule, Schedule
 from compress.training import Participant
-
-_DP_PREFIX = re.compile(r"(^|\.)module\.")
 
 
 @dataclass
@@ -56,21 +55,11 @@ class BoundRule:
         return self.rule.channel_epsilon if group == "channels" else 0.0
 
 
-def strip_dataparallel(name: str) -> str:
-    """``module.layer1.conv.weight`` and ``features.module.0.weight`` -> the plain names."""
-    return _DP_PREFIX.sub(r"\1", name)
-
-
-def match_parameters(pattern: str, names: list[str]) -> list[str]:
-    found = [n for n in names if fnmatchcase(n, pattern)]
-    return found or [n for n in names if fnmatchcase(n, strip_dataparallel(pattern))]
-
-
 def bind(
     schedule: Schedule, model: nn.Module, *, epochs: int, weight_decay: float = 0.0, model_name: str | None = None
-) -> tuple[list[BoundRule], list[Diagnostic]]:
-    """Resolve every rule against the model. Raises one ``CompressError`` with every problem;
-    returns the bound rules and the warnings."""
+) -> tuple[list[BoundRule | BoundPruneRule], list[Diagnostic]]:
+    """Resolve every rule against the model: the penalty rules, then the pruning rules. Raises one
+    ``CompressError`` with every problem; returns the bound rules and the warnings."""
     params = dict(model.named_parameters())
     out: list[Diagnostic] = list(schedule.problems)
     unmatched: list[Diagnostic] = []
@@ -90,6 +79,7 @@ def bind(
                 )
             )
         bound.append(BoundRule(rule, targets))
+    bound += bind_pruning(schedule.pruning, model, epochs, schedule.source, out, unmatched)
     _check_orphans(schedule, params, unmatched)
     out += _summarized(unmatched, schedule, model_name)
     for spec in schedule.lr_schedulers:
@@ -108,7 +98,7 @@ def bind(
 def _summarized(unmatched: list[Diagnostic], schedule: Schedule, model_name: str | None) -> list[Diagnostic]:
     """When most names of the schedule match nothing, the schedule is for another model: say that once
     (and show a few of the names) instead of one line per parameter."""
-    total = sum(len(rule.targets) for rule in schedule.rules) + len(schedule.orphans)
+    total = sum(len(rule.targets) for rule in (*schedule.rules, *schedule.pruning)) + len(schedule.orphans)
     if len(unmatched) < 4 or len(unmatched) * 2 <= total:
         return unmatched
     model = f"model {model_name}" if model_name else "the model"
@@ -127,15 +117,7 @@ def _check_orphans(schedule: Schedule, params: dict[str, nn.Parameter], out: lis
     names = list(params)
     for target in schedule.orphans:
         if not match_parameters(target.pattern, names):
-            out.append(_unmatched(target, names, schedule.source, target.where or "layers"))
-
-
-def _unmatched(target, names: list[str], source: str, field: str) -> Diagnostic:
-    import difflib
-
-    close = difflib.get_close_matches(strip_dataparallel(target.pattern), names, n=3, cutoff=0.4)
-    hint = f"; closest: {', '.join(close)}" if close else "; `compress check --list-params` lists them"
-    return Diagnostic(f"{target.pattern!r} matches no parameter of the model{hint}", source, target.line, field)
+            out.append(no_match(target, names, schedule.source, target.where or "layers"))
 
 
 def _thinning_warnings(step, epochs: int, source: str, out: list[Diagnostic]) -> None:
@@ -156,7 +138,7 @@ def _bind_targets(rule: Rule, params: dict[str, nn.Parameter], source: str, out:
         field = target.where or f"rules[{rule.name}].layers"
         matched = match_parameters(target.pattern, names)
         if not matched:
-            unmatched.append(_unmatched(target, names, source, field))
+            unmatched.append(no_match(target, names, source, field))
             continue
         for name in matched:
             if name in claimed:
@@ -200,12 +182,20 @@ class CompressionScheduler(Participant):
 
     def __init__(
         self,
-        rules: list[BoundRule],
+        rules: list[BoundRule | BoundPruneRule],
         optimizer: torch.optim.Optimizer | None = None,
         schedule: Schedule | None = None,
         value_every: int = 1,
+        *,
+        model: nn.Module | None = None,
+        seed: int = 0,
+        steps_per_epoch: int | None = None,
     ):
-        self.rules = rules
+        self.rules = [r for r in rules if isinstance(r, BoundRule)]
+        prune_rules = [r for r in rules if isinstance(r, BoundPruneRule)]
+        # pruning rules: masks, their evidence and their state (None without pruning rules)
+        self.pruning = Pruning(prune_rules, optimizer, model, seed=seed, steps_per_epoch=steps_per_epoch) \
+            if prune_rules else None  # fmt: skip
         # rule values are for logging: computing them is a pass over the weights, so the training
         # run samples them every ``value_every`` steps (the first step of each epoch included)
         self.value_every = value_every
@@ -220,11 +210,28 @@ class CompressionScheduler(Participant):
 
     @property
     def rule_names(self) -> list[str]:
+        """The penalty rules: each has a loss."""
         return [r.rule.name for r in self.rules]
 
+    @property
+    def prune_names(self) -> list[str]:
+        return [b.rule.name for b in self.pruning.rules] if self.pruning else []
+
+    @property
+    def touched(self) -> list[str]:
+        """Every parameter some rule acts on (reports show them even when they are not weights)."""
+        bound = [*self.rules, *(self.pruning.rules if self.pruning else [])]
+        return list(dict.fromkeys(t.param_name for b in bound for t in b.targets))
+
+    def pruning_report(self) -> dict[str, tuple[float | None, float]]:
+        return self.pruning.report() if self.pruning else {}
+
     def on_epoch_begin(self, epoch: int) -> None:
-        if epoch != self._epoch:  # a resumed epoch keeps its position (load_state_dict)
+        fresh = epoch != self._epoch
+        if fresh:  # a resumed epoch keeps its position (load_state_dict)
             self._epoch, self._step = epoch, 0
+        if self.pruning is not None:
+            self.pruning.on_epoch_begin(epoch, fresh)
         self.active = [r for r in self.rules if r.rule.epochs.active(epoch)]
         self._penalty_rules = [r for r in self.active if r.rule.mode == "penalty"]
         self._proximal_rules = [r for r in self.active if r.rule.mode == "proximal"]
@@ -239,6 +246,14 @@ class CompressionScheduler(Participant):
         A weight under several terms gets their sum added at once, summed last term first: the order
         in which autograd accumulates the gradients of terms added to the loss one after the other
         (Distiller's way), so both give the same bits."""
+        if self.pruning is not None:
+            self.pruning.gather_gradients()
+        losses = self._penalty_gradients()
+        if self.pruning is not None:
+            self.pruning.before_update()
+        return losses
+
+    def _penalty_gradients(self) -> dict[str, torch.Tensor]:
         losses: dict[str, torch.Tensor] = {}
         terms: dict[nn.Parameter, list[torch.Tensor]] = {}
         sample = self._step % self.value_every == 0
@@ -277,6 +292,8 @@ class CompressionScheduler(Participant):
                         self._clear_moments(t.param, alive)
         for name, mask in self.masks.items():
             self.params[name].mul_(mask)
+        if self.pruning is not None:
+            self.pruning.after_step()
         for bound in self._thresholded:
             self._threshold(bound)
         sample = self._step % self.value_every == 0
@@ -314,6 +331,8 @@ class CompressionScheduler(Participant):
         for bound in self.rules:
             if bound.rule.keep_mask_at == epoch:
                 self._keep_mask(bound)
+        if self.pruning is not None:
+            self.pruning.on_epoch_end(epoch)
         for rate in self.rates:
             rate.on_epoch_end(epoch, metrics)
 
@@ -335,12 +354,15 @@ class CompressionScheduler(Participant):
                 t.param = params[t.param_name]
         self.params = {name: params[name] for name in self.params}
         self.masks = {name: thin(name, mask) for name, mask in self.masks.items()}
+        if self.pruning is not None:
+            self.pruning.rebind(params, thin)
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "masks": {k: v.cpu() for k, v in self.masks.items()},
             "lr_schedulers": [rate.state_dict() for rate in self.rates],
             "position": [self._epoch, self._step],
+            **({"pruning": self.pruning.state_dict()} if self.pruning is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -348,3 +370,5 @@ class CompressionScheduler(Participant):
         for rate, saved in zip(self.rates, state.get("lr_schedulers", []), strict=False):
             rate.load_state_dict(saved)
         self._epoch, self._step = state.get("position", [-1, 0])
+        if self.pruning is not None:
+            self.pruning.load_state_dict(state.get("pruning", {}))

@@ -136,4 +136,4 @@ def test_every_yaml_sample_in_a_docstring_is_a_schedule_the_readers_accept(where
     if text.lstrip().startswith("- "):
         text = "rules:\n" + textwrap.indent(text, "  ")
     schedule = parse_schedule(text, where)
-    assert schedule.rules or schedule.lr_schedulers or schedule.thinning, where
+    assert schedule.rules or schedule.pruning or schedule.lr_schedulers or schedule.thinning, where

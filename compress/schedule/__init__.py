@@ -65,7 +65,7 @@ def parse_schedule(
     if not defer_errors:
         check.raise_if_errors()
     return Schedule(reading.rules, reading.lr_schedulers, config, reading.thinning, source, text,
-                    tuple(check.diagnostics), reading.orphans, data.line_of("config"))  # fmt: skip
+                    tuple(check.diagnostics), reading.orphans, data.line_of("config"), reading.pruning)  # fmt: skip
 
 
 def _check_version(check: FieldChecker, data: YamlMap) -> None:

@@ -97,6 +97,118 @@ class Rule:
     channel_epsilon: float = 0.0
 
 
+LEVEL_KINDS = ("sparsity", "agp", "threshold", "sensitivity", "splicing")
+
+
+@dataclass(frozen=True)
+class Level:
+    """How much a pruning rule prunes at each of its active epochs, one of:
+
+    - ``sparsity``: a constant fraction of the groups (``value``), the lowest-scored ones;
+    - ``agp``: Zhu & Gupta's gradual schedule from ``initial`` to ``value`` (the final sparsity),
+      ``s = final + (initial - final) (1 - t / span)^3`` over the rule's active epochs;
+    - ``threshold``: every group whose score is at or below ``value``;
+    - ``sensitivity``: Han et al.'s ``|w| <= value x std(W)``, the std taken once, at the first
+      pruning step (as Distiller did);
+    - ``splicing``: Guo et al.'s dynamic surgery: below ``low x (mean|W| + value x std|W|)`` a weight
+      is pruned, at or above ``high x`` that it is spliced back; ``value`` grows by
+      ``1 + growth x (epoch - start)``.
+
+    A target's own number (``layers: {name: number}``) replaces ``value`` for that parameter."""
+
+    kind: str
+    value: float
+    initial: float = 0.0
+    low: float = 1.0
+    high: float = 1.0
+    growth: float = 0.0
+
+    def describe(self, value: float | None = None) -> str:
+        v = self.value if value is None else value
+        if self.kind == "sparsity":
+            return f"sparsity {_pct(v)}"
+        if self.kind == "agp":
+            return f"AGP sparsity {_pct(self.initial)} -> {_pct(v)}"
+        if self.kind == "splicing":
+            return f"splicing sensitivity {v:g} (prune below x{self.low:g}, splice at x{self.high:g})"
+        return f"{self.kind} {v:g}"
+
+
+def _pct(fraction: float) -> str:
+    return f"{round(fraction * 100, 4):g}%"
+
+
+@dataclass(frozen=True)
+class PruneTarget:
+    """One parameter pattern of a pruning rule; ``value`` replaces the rule's level value."""
+
+    pattern: str
+    value: float | None = None
+    line: int | None = field(default=None, compare=False)
+    where: str | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Masking:
+    """When a pruning rule's masks act on the weights. Our format: after every optimizer step from the
+    first pruning step until ``release_at`` (the first epoch without them), and at each pruning step.
+    Distiller's ``PruningPolicy`` arguments set the rest:
+
+    - ``forward_only``: masks zero the weights before each training forward pass instead of after
+      each step, and only in the rule's active epochs (``mask_on_forward_only``);
+    - ``dense_copy``: the weights the forward pass did not see are put back before the optimizer
+      step, so the dense weights keep learning (``use_double_copies``; our splicing);
+    - ``gradients``: the gradients of masked weights are zeroed too (``mask_gradients``);
+    - ``recompute_every``: also recompute the masks every N mini-batches (``mini_batch_pruning_frequency``);
+    - ``discard_each_step``: masks are dropped after each step (``discard_masks_at_minibatch_end``);
+    - ``keep_at_end``: after the rule's last epoch, forward-only and dense-copy masks become ordinary
+      masks (``keep_mask``)."""
+
+    release_at: int | None = None
+    forward_only: bool = False
+    dense_copy: bool = False
+    gradients: bool = False
+    recompute_every: int = 0
+    discard_each_step: bool = False
+    keep_at_end: bool = False
+
+    @property
+    def per_step(self) -> bool:
+        """Whether the masks need the forward pass (a model hook) rather than only the loop's hooks."""
+        return self.forward_only or self.dense_copy or self.recompute_every > 0 or self.discard_each_step
+
+
+@dataclass(frozen=True)
+class PruneRule:
+    """One pruner on some parameters in some epochs: a ``criterion`` scores each group (the pruning
+    registry's names: l1, l2, random, bernoulli, apoz, mean_activation, gradient), a ``level`` says
+    how many go, ``masking`` when the masks act. The last fields are numerics the formats set
+    differently: ``ties`` (``exact``: exactly the counted groups go; ``distiller``: every group
+    scored at or below the last of them, as Distiller's ``score > threshold`` kept), ``structures_keep_one``
+    (Distiller never pruned every structure of a layer short of a level of 1.0), ``clear_momentum``
+    (ours: masked weights lose their momentum), ``rescale`` (Distiller's Bernoulli pruner divides its
+    mask by the kept fraction), ``stats`` (where activation criteria gather: ``train`` forwards, or
+    ``eval`` forwards as Distiller's ``--act-stats valid`` did), ``signed_gradient`` (Distiller ranked
+    filters by the signed sum of weight x gradient of the last step; ours: the magnitude, averaged
+    over the steps since the last pruning)."""
+
+    name: str
+    criterion: str
+    groups: str
+    level: Level
+    targets: tuple[PruneTarget, ...]
+    epochs: Epochs = Epochs()
+    masking: Masking = Masking()
+    dependency: str | None = None  # "leader": every layer takes the first layer's choice of structures
+    line: int | None = field(default=None, compare=False)
+    ties: str = "exact"
+    structures_keep_one: bool = False
+    clear_momentum: bool = True
+    rescale: bool = False
+    stats: str = "train"
+    signed_gradient: bool = False
+
+
 CLOCKS = ("own", "absolute")
 
 
@@ -183,6 +295,7 @@ class Schedule:
     # so that one round of `compress check` reports every mistake
     orphans: tuple[Target, ...] = field(default=(), compare=False, repr=False)
     config_line: int | None = field(default=None, compare=False, repr=False)  # where config: names a file
+    pruning: tuple[PruneRule, ...] = ()
 
     @property
     def warnings(self) -> tuple:
@@ -202,3 +315,4 @@ class Reading(NamedTuple):
     lr_schedulers: tuple[LRSchedulerSpec, ...]
     thinning: tuple[Thinning, ...]
     orphans: tuple[Target, ...] = ()
+    pruning: tuple[PruneRule, ...] = ()

@@ -17,7 +17,18 @@
 from __future__ import annotations
 
 from compress.schedule.epochs import read_range
-from compress.schedule.model import CRITERIA, MODES, Epochs, LRSchedulerSpec, Reading, Rule, Target, Thinning
+from compress.schedule.model import (
+    CRITERIA,
+    MODES,
+    Epochs,
+    LRSchedulerSpec,
+    PruneRule,
+    Reading,
+    Rule,
+    Target,
+    Thinning,
+)
+from compress.schedule.native_pruning import read_prune_rule
 from compress.schedule.vocabulary import Vocabulary
 from compress.yamlio import FieldChecker, YamlList, YamlMap
 
@@ -51,7 +62,12 @@ def read_native(check: FieldChecker, doc: YamlMap, vocab: Vocabulary) -> Reading
         m = check.mapping(raw, raw_rules.line_of(i), field)
         if m is None:
             continue
-        rule, targets = _read_rule(check, m, field, vocab)
+        if "prune" in m and "penalty" in m:
+            check.error(m.line_of("prune"), f"{field}.prune", "a rule either regularizes (penalty:) or prunes "
+                        "(prune:), not both: write two rules")  # fmt: skip
+            continue
+        reader = read_prune_rule if "prune" in m else _read_rule
+        rule, targets = reader(check, m, field, vocab)
         if rule is None:
             orphans.extend(targets)
             continue
@@ -64,7 +80,9 @@ def read_native(check: FieldChecker, doc: YamlMap, vocab: Vocabulary) -> Reading
         names[rule.name] = m.line_of("name")
         rules.append(rule)
     lr = read_lr_schedulers(check, doc, "lr_scheduler")
-    return Reading(tuple(rules), lr, _read_thin(check, doc), tuple(orphans))
+    penalties = tuple(r for r in rules if isinstance(r, Rule))
+    pruning = tuple(r for r in rules if isinstance(r, PruneRule))
+    return Reading(penalties, lr, _read_thin(check, doc), tuple(orphans), pruning)
 
 
 def _read_thin(check: FieldChecker, doc: YamlMap) -> tuple[Thinning, ...]:
@@ -161,7 +179,8 @@ def check_group_name(
     canonical = vocab.canonical_group(name)
     if canonical is None:
         valid = sorted(set(vocab.groups))
-        check.error(line, field, f"unknown group {name!r}{suggest(name, valid)}; valid: {', '.join(valid)}")
+        problem = vocab.group_problem(name)  # a parametrized family's malformed parameters
+        check.error(line, field, problem or f"unknown group {name!r}{suggest(name, valid)}; valid: {', '.join(valid)}")
         return None
     grouped = vocab.penalties.get(penalty, True) if penalty else True
     if not grouped and canonical != "elements":
