@@ -58,7 +58,8 @@ class GroupType:
     def per_group(self, values: torch.Tensor, op: str) -> torch.Tensor:
         """``op`` over every group of ``values`` (weight-shaped), flat: one value per group, ordered
         row-major over the group's coordinates (dims types: the dims a group does not span;
-        blocks: the block's index along each dim; strided: (filter, channel, j))."""
+        blocks: the block's index along each dim; strided: (filter, channel, j)). Where groups are
+        single weights (``elements``) a sum or max is ``values`` itself, reshaped: copy before writing."""
         grouped, dims = self._grouped(values, op)
         if op == "mean":
             return _reduce(grouped, dims, "sum").div_(self._sizes(values)).reshape(-1)

@@ -96,7 +96,7 @@ def plot_group_norms(weights: dict[str, torch.Tensor], group_of: dict[str, str],
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.6 * rows), dpi=100, squeeze=False)
     for ax, name in zip(axes.flat, names, strict=False):
         group = group_of[name]
-        norms = G.group_norms(weights[name].float(), group).flatten()
+        norms = G.group_scores(weights[name].float(), group)
         zeros = int((norms == 0).sum())
         live = norms[norms > 0].log10()
         if len(live):

@@ -47,7 +47,7 @@ class TensorBoardLogger:
             w.add_scalar(f"sparsity/{layer.name}", layer.fine, step)
         params = dict(model.named_parameters())
         for name, group in self.groups.items():
-            norms = G.group_norms(params[name].detach().float(), group).flatten().cpu()
+            norms = G.group_scores(params[name].detach().float(), group).cpu()
             w.add_histogram(f"group_norms/{name}", norms, step)
         w.flush()
 

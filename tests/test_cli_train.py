@@ -145,7 +145,7 @@ def test_schedule_errors_are_one_line_each_and_exit_2(cli, tmp_path):
     lines = result.output.strip().splitlines()
     assert lines == [
         f"{bad}:5: rules[x].groups: unknown group 'filtrs' (did you mean 'filters'?); "
-        "valid: 2d, 3d, 4d, channels, cols, elements, filters, kernels, layer, rows",
+        "valid: 2d, 3d, 4d, blocks(RxDxHxW), channels, cols, elements, filters, kernels, layer, rows, strided(K)",
         f"{bad}:6: rules[x].strength: must be >= 0, got -1",
     ]
 

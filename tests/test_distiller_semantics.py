@@ -380,7 +380,7 @@ def test_a_regularizer_with_a_class_typo_still_gets_its_names_checked(lenet5):
         bind(parse_schedule(text, SRC, defer_errors=True), lenet5, epochs=10)
     fields = sorted(d.field for d in info.value.diagnostics)
     assert fields == ["regularizers.r.class", "regularizers.r.reg_regims.conv7.weight"]
-    pruner = "pruners:\n  p: {class: AutomatedGradualPruner, weights: [conv7.weight]}\n"
+    pruner = "pruners:\n  p: {class: BaiduRNNPruner, weights: [conv7.weight]}\n"
     with pytest.raises(Exception) as info:
         bind(parse_schedule(pruner, SRC, defer_errors=True), lenet5, epochs=10)
     assert [d.field for d in info.value.diagnostics] == ["pruners.p.class"], "no follow-on errors"

@@ -743,7 +743,7 @@ def test_negative_starting_epoch_is_reported_at_starting_epoch():
     assert (d.field, d.line) == ("policies[0].starting_epoch", line_no(text, "starting_epoch"))
 
 
-@pytest.mark.parametrize(("section", "cls"), [("pruners", "AutomatedGradualPruner"), ("quantizers", "DorefaQuantizer")])
+@pytest.mark.parametrize(("section", "cls"), [("pruners", "BaiduRNNPruner"), ("quantizers", "DorefaQuantizer")])
 def test_distillers_classes_not_run_yet_are_named_once_without_follow_on_errors(section, cls):
     kind = section[:-1]
     text = yaml_text(
@@ -761,7 +761,7 @@ def test_distillers_classes_not_run_yet_are_named_once_without_follow_on_errors(
         """
     )
     (d,) = errors_of(text, f"Distiller's {cls} is not supported yet")
-    assert d.message == f"Distiller's {cls} is not supported yet"
+    assert d.message.startswith(f"Distiller's {cls} is not supported yet")
     assert (d.field, d.line) == (f"{section}.thing.class", line_no(text, f"class: {cls}"))
 
 
@@ -781,8 +781,8 @@ def test_a_class_is_named_for_what_it_is(section, cls, message):
 
 
 def test_a_file_with_only_pruners_is_read_as_distiller():
-    text = "version: 1\npruners:\n  p: {class: AutomatedGradualPruner}\n"
-    (d,) = errors_of(text, "Distiller's AutomatedGradualPruner is not supported yet")
+    text = "version: 1\npruners:\n  p: {class: FMReconstructionChannelPruner}\n"
+    (d,) = errors_of(text, "Distiller's FMReconstructionChannelPruner is not supported yet")
     assert d.line == 3
 
 
@@ -949,13 +949,13 @@ def test_every_error_in_a_file_is_reported_at_once():
           - lr_scheduler: {instance_name: lr}
             epochs: [-2]
         pruners:
-          p: {class: SplicingPruner, weights: [conv1.weight]}
+          p: {class: BaiduRNNPruner, weights: [conv1.weight]}
         """
     )
-    diagnostics = errors_of(text, "Distiller's SplicingPruner is not supported yet")
+    diagnostics = errors_of(text, "Distiller's BaiduRNNPruner is not supported yet")
     assert sorted((d.line, d.field) for d in diagnostics) == sorted(
         [
-            (line_no(text, "SplicingPruner"), "pruners.p.class"),
+            (line_no(text, "BaiduRNNPruner"), "pruners.p.class"),
             (line_no(text, "Average"), "regularizers.gl.threshold_criteria"),
             (line_no(text, "Filter]"), "regularizers.gl.reg_regims.conv1.weight"),
             (line_no(text, "-0.2"), "regularizers.gl.reg_regims.conv2.weight"),

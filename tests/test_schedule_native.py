@@ -534,7 +534,20 @@ def test_unknown_group_lists_the_valid_ones():
     text = rule_text(groups="filter")
     d = only(errors_of(text, r"unknown group 'filter' \(did you mean 'filters'\?\)"), "rules[r].groups")
     valid = d.message.split("valid: ", 1)[1].split(", ")
-    assert set(valid) == {"2d", "3d", "4d", "channels", "cols", "elements", "filters", "kernels", "layer", "rows"}
+    assert set(valid) == {
+        "2d",
+        "3d",
+        "4d",
+        "channels",
+        "cols",
+        "elements",
+        "filters",
+        "kernels",
+        "layer",
+        "rows",
+        "blocks(RxDxHxW)",
+        "strided(K)",
+    }
     assert d.line == line_no(text, "groups:")
 
 
@@ -551,7 +564,13 @@ def test_group_lasso_over_elements_is_an_error():
 
 def test_group_lasso_needs_groups():
     text = rule_text(groups=None)
-    (d,) = errors_of(text, "group_lasso needs groups; valid: channels, cols, filters, kernels, layer, rows")
+    (d,) = errors_of(
+        text,
+        re.escape(
+            "group_lasso needs groups; valid: blocks(RxDxHxW), channels, cols, filters, kernels, layer, rows, "
+            "strided(K)"
+        ),
+    )
     assert (d.field, d.line) == ("rules[r].groups", line_no(text, "- name: r"))
 
 

@@ -1,9 +1,9 @@
 """Activation statistics for the ``apoz`` and ``mean_activation`` criteria, gathered by forward hooks.
 
 A filter's activation is the ReLU of its output channel (after the layer's BatchNorm, if one
-follows). The hook sits on the module whose output goes into that ReLU, so the statistics come from
-the pre-activation ``x``: the ReLU output is zero exactly where ``x <= 0``, and its mean is
-``mean(max(x, 0))``. Which module that is, is read from the model's ``torch.fx`` graph once, when
+follows; pooling or dropout between them is looked through). The hook sits on the layer (or its
+BatchNorm), so the statistics come from the pre-activation ``x``: the ReLU output is zero exactly
+where ``x <= 0``, and its mean is ``mean(max(x, 0))``. Which module that is, XX
 the rule is bound; a layer without a ReLU after it cannot be ranked this way, and binding says so.
 """
 
@@ -28,25 +28,56 @@ def _is_relu(node: torch.fx.Node, modules: dict[str, nn.Module]) -> bool:
     return node.op == "call_method" and node.target in ("relu", "relu_")
 
 
-def activation_source(model: nn.Module, layer: str) -> str:
-    """The name of the module whose output the ReLU after ``layer`` reads (``layer`` or its
-    BatchNorm); raises ``ValueError`` with the reason when there is none."""
+def _trace(model: nn.Module, layer: str) -> tuple[torch.fx.Node, dict[str, nn.Module]]:
     try:
         graph = torch.fx.symbolic_trace(model).graph
     except Exception as exc:  # fx raises many types for untraceable models
-        raise ValueError(f"the model cannot be traced with torch.fx ({type(exc).__name__}), so the ReLU "
-                         f"after {layer} cannot be found") from None  # fmt: skip
-    modules = dict(model.named_modules())
+        raise ValueError(f"the model cannot be traced with torch.fx ({type(exc).__name__}), so what follows "
+                         f"{layer} cannot be found") from None  # fmt: skip
     node = next((n for n in graph.nodes if n.op == "call_module" and n.target == layer), None)
     if node is None:
         raise ValueError(f"{layer} is not called as a module in the model's forward")
+    return node, dict(model.named_modules())
+
+
+def following_batchnorm(model: nn.Module, layer: str) -> str | None:
+    """The BatchNorm module that alone reads ``layer``'s output, or None."""
+    try:
+        node, modules = _trace(model, layer)
+    except ValueError:
+        return None
     users = list(node.users)
     if len(users) == 1 and users[0].op == "call_module" and isinstance(modules.get(str(users[0].target)), _NORMS):
-        node, users = users[0], list(users[0].users)
+        return str(users[0].target)
+    return None
+
+
+_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.Dropout)
+_POOL_FUNCTIONS = {torch.max_pool2d, F.max_pool2d, F.avg_pool2d, F.dropout, torch.max_pool1d}
+
+
+def _passes_through(node: torch.fx.Node, modules: dict[str, nn.Module]) -> bool:
+    """Per-channel operations between a layer and its ReLU that the statistics look through."""
+    if node.op == "call_module":
+        return isinstance(modules.get(str(node.target)), _POOLS)
+    return node.op == "call_function" and node.target in _POOL_FUNCTIONS
+
+
+def activation_source(model: nn.Module, layer: str) -> str:
+    """The name of the module whose output the statistics read: ``layer``, or the BatchNorm that
+    alone reads it, when a ReLU follows (pooling and dropout in between are looked through);
+    raises ``ValueError`` with the reason when no ReLU does."""
+    node, modules = _trace(model, layer)
+    source, users = node, list(node.users)
+    if len(users) == 1 and users[0].op == "call_module" and isinstance(modules.get(str(users[0].target)), _NORMS):
+        source = node = users[0]
+        users = list(node.users)
+    while len(users) == 1 and _passes_through(users[0], modules):
+        users = list(users[0].users)
     if len(users) != 1 or not _is_relu(users[0], modules):
         found = ", ".join(_describe(u) for u in users) or "nothing"
         raise ValueError(f"no ReLU reads {layer}'s output (it goes to {found})")
-    return str(node.target)
+    return str(source.target)
 
 
 def _describe(node: torch.fx.Node) -> str:

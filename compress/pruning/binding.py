@@ -12,7 +12,7 @@ from compress import groups as G
 from compress.errors import Diagnostic
 from compress.matching import match_parameters, no_match
 from compress.pruning import criteria
-from compress.pruning.activations import activation_source
+from compress.pruning.activations import activation_source, following_batchnorm
 from compress.schedule.model import PruneRule
 
 
@@ -31,6 +31,7 @@ class BoundPruneRule:
     rule: PruneRule
     targets: list[BoundPruneTarget]
     sources: dict[str, str] = field(default_factory=dict)  # parameter -> module whose output feeds its ReLU
+    norms: dict[str, str] = field(default_factory=dict)  # parameter -> its BatchNorm (fold_batchnorm)
     criterion: criteria.Criterion = field(init=False)
 
     def __post_init__(self) -> None:
@@ -54,10 +55,14 @@ def bind_pruning(rules: tuple[PruneRule, ...], model: nn.Module, epochs: int, so
 def _targets(rule: PruneRule, params: dict[str, nn.Parameter], source: str, out: list[Diagnostic],
              unmatched: list[Diagnostic]) -> list[BoundPruneTarget]:  # fmt: skip
     names, claimed, targets = list(params), {}, []
-    for target in rule.targets:
+    ordered = [t for t in rule.targets if not t.fallback] + [t for t in rule.targets if t.fallback]
+    for target in ordered:
         field_ = target.where or f"rules[{rule.name}].layers"
-        matched = match_parameters(target.pattern, names)
-        if not matched:
+        if target.fallback:  # Distiller's '*': every parameter the others did not name
+            matched = [n for n in names if n not in claimed]
+        else:
+            matched = match_parameters(target.pattern, names)
+        if not matched and not target.fallback:
             unmatched.append(no_match(target, names, source, field_))
         for name in matched:
             if name in claimed:
@@ -89,6 +94,11 @@ def _check_rule(bound: BoundPruneRule, model: nn.Module, epochs: int, source: st
                               f"{field_}.epochs"))  # fmt: skip
     if needs == "activations":
         _find_sources(bound, model, source, out)
+    if rule.fold_batchnorm:
+        for t in bound.targets:
+            norm = following_batchnorm(model, t.param_name.rsplit(".", 1)[0]) if t.param.dim() == 4 else None
+            if norm is not None:
+                bound.norms[t.param_name] = norm
     _check_leader(bound, source, out)
     release = rule.masking.release_at
     if release is not None and first is not None and release <= first:

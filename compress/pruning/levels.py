@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from compress.schedule.model import Epochs, Level
 
-COUNTED = ("sparsity", "agp")
+COUNTED = ("sparsity", "agp", "uniform")
 
 
 def agp_sparsity(initial: float, final: float, epoch: int, start: int, last: int) -> float:
@@ -24,8 +24,8 @@ def agp_sparsity(initial: float, final: float, epoch: int, start: int, last: int
 
 
 def target_sparsity(level: Level, value: float, epoch: int, epochs: Epochs) -> float | None:
-    """The fraction of groups a counted level prunes at ``epoch`` (None for threshold kinds);
-    ``value`` is the target's own final sparsity (or the rule's)."""
+    """The fraction of groups a counted level prunes at ``epoch`` (None for threshold kinds, and for
+    ``uniform``, which the runtime draws); ``value`` is the target's own final sparsity (or the rule's)."""
     if level.kind == "sparsity":
         return value
     if level.kind == "agp":

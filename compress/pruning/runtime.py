@@ -165,7 +165,8 @@ class Pruning:
         weight = self.dense.get(rule.name, {}).get(t.param_name, t.param)
         kind = rule.level.kind
         if kind in levels.COUNTED:
-            level = levels.target_sparsity(rule.level, t.value, epoch, rule.epochs)
+            level = self._draw(rule.level) if kind == "uniform" else levels.target_sparsity(
+                rule.level, t.value, epoch, rule.epochs)  # fmt: skip
             self.level[rule.name] = level
             keep = leader if leader is not None else self._counted_keep(bound, t, weight, level)
             if keep is None:
@@ -173,6 +174,9 @@ class Pruning:
             scale = self._rescale(keep) if rule.rescale else 1.0
             return masks.expand(keep, group, weight, scale)
         self.level[rule.name] = None
+        if kind == "threshold" and rule.threshold_statistic is not None:
+            keep = G.kept_by_threshold(weight, group, rule.threshold_statistic, t.value)
+            return keep.expand(weight.shape).contiguous()
         if kind == "threshold":
             return masks.expand(masks.keep_above(bound.criterion.statistic(weight, group), t.value), group, weight)
         if kind == "sensitivity":
@@ -185,7 +189,9 @@ class Pruning:
         """Which groups stay at ``level``; None when Distiller would have pruned nothing new."""
         rule, group = bound.rule, bound.rule.groups
         evidence = Evidence(self.generator, self._activations(bound, t), self._gradient(bound, t), {"level": level})
-        scores = bound.criterion.scores(weight, group, evidence)
+        scores = bound.criterion.scores(self._folded(bound, t, weight), group, evidence)
+        if rule.highest_go:
+            scores = -scores
         if getattr(bound.criterion, "independent", False):
             return scores > 0
         n = G.get(group).count(tuple(weight.shape))
@@ -195,10 +201,28 @@ class Pruning:
             return None
         return masks.keep_lowest_out(scores, count, rule.ties)
 
+    def _draw(self, level) -> float:
+        """Distiller's RandomLevelStructureParameterPruner: a level uniform in [initial, value]."""
+        u = float(torch.rand(1, generator=self.generator, dtype=torch.float64))
+        return level.initial + (level.value - level.initial) * u
+
+    def _folded(self, bound: BoundPruneRule, t: BoundPruneTarget, weight: torch.Tensor) -> torch.Tensor:
+        """``fold_batchnorm``: a conv's weights as inference sees them after its BatchNorm is folded in,
+        ``w x gamma / sqrt(running_var + eps)`` per filter (running statistics, as Distiller did)."""
+        norm_name = bound.norms.get(t.param_name)
+        if not bound.rule.fold_batchnorm or norm_name is None or self.model is None:
+            return weight
+        norm = dict(self.model.named_modules())[norm_name]
+        gamma = norm.weight if norm.affine else torch.ones_like(norm.running_var)
+        scale = gamma / torch.sqrt(norm.running_var + norm.eps)
+        return weight * scale.view(-1, *([1] * (weight.dim() - 1)))
+
     def _leader_keep(self, bound: BoundPruneRule, epoch: int) -> torch.Tensor | None:
         lead = bound.targets[0]
         weight = self.dense.get(bound.rule.name, {}).get(lead.param_name, lead.param)
-        level = levels.target_sparsity(bound.rule.level, lead.value, epoch, bound.rule.epochs)
+        kind = bound.rule.level.kind
+        level = self._draw(bound.rule.level) if kind == "uniform" else levels.target_sparsity(
+            bound.rule.level, lead.value, epoch, bound.rule.epochs)  # fmt: skip
         return self._counted_keep(bound, lead, weight, level) if level is not None else None
 
     def _splice(self, bound: BoundPruneRule, t: BoundPruneTarget, weight: torch.Tensor, epoch: int,

@@ -36,8 +36,10 @@ from dataclasses import replace
 
 from compress.errors import suggest
 from compress.schedule import distiller_classes as DC
+from compress.schedule import distiller_pruners as DP
+from compress.schedule.distiller_pruners import PrunerDefinition, read_policy_args
 from compress.schedule.epochs import checked_range, read_listed
-from compress.schedule.model import Epochs, LRSchedulerSpec, Reading, Rule, Target, Thinning
+from compress.schedule.model import Epochs, LRSchedulerSpec, PruneRule, PruneTarget, Reading, Rule, Target, Thinning
 from compress.schedule.native import check_group_name, check_traits
 from compress.schedule.vocabulary import Vocabulary
 from compress.yamlio import FieldChecker, YamlList, YamlMap
@@ -77,10 +79,10 @@ def read_distiller(check: FieldChecker, doc: YamlMap, vocab: Vocabulary) -> Read
         "regularizer": regularizers,
         "lr_scheduler": _read_lr_schedulers(check, doc),
         "extension": _read_thinners(check, doc),
-        "pruner": _read_unsupported(check, doc, "pruners"),
+        "pruner": _read_pruners(check, doc),
         "quantizer": _read_unsupported(check, doc, "quantizers"),
     }
-    rules, lrs, thinning, used = [], [], [], set()
+    rules, pruning, lrs, thinning, used = [], [], [], [], set()
     policies = doc.get("policies") or YamlList()
     if not isinstance(policies, YamlList):
         check.error(doc.line_of("policies"), "policies", "expected a list of policies")
@@ -99,12 +101,17 @@ def read_distiller(check: FieldChecker, doc: YamlMap, vocab: Vocabulary) -> Read
         item = defined[kind][name]
         if kind == "regularizer" and item.rule is not None:
             rules.append(_timed(check, item.rule, policy, field, epochs, keep_mask))
+        elif kind == "pruner" and item is not None:
+            rule = read_policy_args(check, policy, field, item, epochs)
+            pruning += [rule] if rule is not None else []
         elif kind == "extension" and item is not None:
             thinning.append(replace(item, epochs=epochs, line=policy.line))
         elif kind == "lr_scheduler":
             lrs.append(replace(item, epochs=epochs))
     _warn_unused(check, doc, defined, used)
-    return Reading(_unique_names(rules), tuple(lrs), tuple(thinning), tuple(orphans))
+    named = _unique_names([*rules, *pruning])
+    return Reading(named[: len(rules)], tuple(lrs), tuple(thinning), (*orphans, *_pruner_orphans(defined)),
+                   named[len(rules):])  # fmt: skip
 
 
 class _Regularizer:
@@ -158,6 +165,27 @@ def _read_unsupported(check: FieldChecker, doc: YamlMap, section: str) -> dict:
         _class_of(check, m, f"{section}.{name}", (), section)
         found[name] = None
     return found
+
+
+def _read_pruners(check: FieldChecker, doc: YamlMap) -> dict[str, PrunerDefinition | None]:
+    """``pruners``: each definition read into a rule without timing (its policy gives the epochs)."""
+    found = {}
+    for name, m in _named_section(check, doc, "pruners").items():
+        field = f"pruners.{name}"
+        cls = _class_of(check, m, field, DP.MAPPED, "pruners")
+        found[name] = DP.read_pruner(check, m, field, name, cls) if cls is not None else None
+    return found
+
+
+def _pruner_orphans(defined: dict[str, dict]) -> list:
+    """The parameter names of broken pruner definitions: still checked against the model."""
+    out = []
+    for item in defined["pruner"].values():
+        if item is not None and item.rule is None and isinstance(item.m.get("weights"), list):
+            weights = item.m["weights"]
+            out += [PruneTarget(str(w), None, weights.line_of(i), "weights") for i, w in enumerate(weights)
+                    if isinstance(w, str)]  # fmt: skip
+    return out
 
 
 def _read_thinners(check: FieldChecker, doc: YamlMap) -> dict[str, Thinning | None]:
@@ -296,7 +324,7 @@ def _policy_target(check: FieldChecker, policy: YamlMap, field: str, defined: di
         check.error(ref.line_of("instance_name"), f"{field}.{kind}.instance_name",
                     f"no {SECTIONS[kind]} entry named {name!r}{suggest(name, defined[kind])}")  # fmt: skip
         return kind, None
-    if kind in ("pruner", "quantizer"):
+    if kind == "quantizer":
         return kind, None  # its definition was reported; nothing of it runs
     return kind, name
 
@@ -367,7 +395,7 @@ def _ending(policy: YamlMap, epochs: Epochs) -> int:
 
 
 def _warn_unused(check: FieldChecker, doc: YamlMap, defined: dict[str, dict], used: set) -> None:
-    for kind in ("regularizer", "lr_scheduler", "extension"):
+    for kind in ("regularizer", "lr_scheduler", "extension", "pruner"):
         section = doc.get(SECTIONS[kind])
         if not isinstance(section, YamlMap):
             continue
@@ -376,8 +404,8 @@ def _warn_unused(check: FieldChecker, doc: YamlMap, defined: dict[str, dict], us
                 check.warn(m.line, str(key), "defined but no policy uses it, so it never acts")
 
 
-def _unique_names(rules: list[Rule]) -> tuple[Rule, ...]:
-    """One regularizer used by two policies becomes two rules: name, name#2."""
+def _unique_names(rules: list[Rule | PruneRule]) -> tuple[Rule | PruneRule, ...]:
+    """One regularizer (or pruner) used by two policies becomes two rules: name, name#2."""
     seen: dict[str, int] = {}
     out = []
     for rule in rules:

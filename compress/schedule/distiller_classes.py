@@ -99,5 +99,12 @@ def distillers(cls: object) -> bool:
     return isinstance(cls, str) and any(cls in names for names in (REGULARIZERS, THINNERS, PRUNERS, QUANTIZERS, OTHER))
 
 
+WHY_NOT = {
+    "BaiduRNNPruner": "it prunes recurrent networks' gates, and compress trains image classifiers",
+    "FMReconstructionChannelPruner": "it needs feature-map reconstruction by least squares over sampled inputs",
+}
+
+
 def not_supported(cls: str) -> str:
-    return f"Distiller's {cls} is not supported yet"
+    why = f" ({WHY_NOT[cls]})" if cls in WHY_NOT else ""
+    return f"Distiller's {cls} is not supported yet{why}"

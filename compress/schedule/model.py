@@ -97,7 +97,7 @@ class Rule:
     channel_epsilon: float = 0.0
 
 
-LEVEL_KINDS = ("sparsity", "agp", "threshold", "sensitivity", "splicing")
+LEVEL_KINDS = ("sparsity", "agp", "threshold", "sensitivity", "splicing", "uniform")
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,9 @@ class Level:
       pruning step (as Distiller did);
     - ``splicing``: Guo et al.'s dynamic surgery: below ``low x (mean|W| + value x std|W|)`` a weight
       is pruned, at or above ``high x`` that it is spliced back; ``value`` grows by
-      ``1 + growth x (epoch - start)``.
+      ``1 + growth x (epoch - start)``;
+    - ``uniform``: a sparsity drawn uniformly from ``[initial, value]`` at each pruning step
+      (Distiller's ``RandomLevelStructureParameterPruner``).
 
     A target's own number (``layers: {name: number}``) replaces ``value`` for that parameter."""
 
@@ -129,6 +131,8 @@ class Level:
             return f"sparsity {_pct(v)}"
         if self.kind == "agp":
             return f"AGP sparsity {_pct(self.initial)} -> {_pct(v)}"
+        if self.kind == "uniform":
+            return f"sparsity drawn from [{_pct(self.initial)}, {_pct(v)}]"
         if self.kind == "splicing":
             return f"splicing sensitivity {v:g} (prune below x{self.low:g}, splice at x{self.high:g})"
         return f"{self.kind} {v:g}"
@@ -140,12 +144,14 @@ def _pct(fraction: float) -> str:
 
 @dataclass(frozen=True)
 class PruneTarget:
-    """One parameter pattern of a pruning rule; ``value`` replaces the rule's level value."""
+    """One parameter pattern of a pruning rule; ``value`` replaces the rule's level value. A
+    ``fallback`` target (Distiller's ``'*'``) takes every parameter no other target of the rule names."""
 
     pattern: str
     value: float | None = None
     line: int | None = field(default=None, compare=False)
     where: str | None = field(default=None, compare=False)
+    fallback: bool = False
 
 
 @dataclass(frozen=True)
@@ -190,7 +196,11 @@ class PruneRule:
     mask by the kept fraction), ``stats`` (where activation criteria gather: ``train`` forwards, or
     ``eval`` forwards as Distiller's ``--act-stats valid`` did), ``signed_gradient`` (Distiller ranked
     filters by the signed sum of weight x gradient of the last step; ours: the magnitude, averaged
-    over the steps since the last pruning)."""
+    over the steps since the last pruning), ``threshold_statistic`` (Distiller's
+    ``StructureParameterPruner``: ``max``, ``mean_abs`` or ``distiller_mean_abs`` as ``groups.py``
+    computes them, instead of the criterion's own statistic), ``fold_batchnorm`` (rank a conv's
+    filters by its weights times the following BatchNorm's ``gamma / sqrt(var + eps)``), ``highest_go``
+    (Distiller's ``ActivationMeanRankedFilterPruner`` cut the filters of the highest mean activation)."""
 
     name: str
     criterion: str
@@ -207,6 +217,9 @@ class PruneRule:
     rescale: bool = False
     stats: str = "train"
     signed_gradient: bool = False
+    threshold_statistic: str | None = None
+    fold_batchnorm: bool = False
+    highest_go: bool = False
 
 
 CLOCKS = ("own", "absolute")
