@@ -101,4 +101,6 @@ def touched_parameters(artifacts: RunArtifacts) -> list[str]:
     from compress.matching import match_parameters
 
     names = list(artifacts.state.state_dict)
-    return [n for rule in schedule.rules for t in rule.targets for n in match_parameters(t.pattern, names)]
+    penalties = [n for rule in schedule.rules for t in rule.targets for n in match_parameters(t.pattern, names)]
+    masks = (artifacts.state.scheduler or {}).get("pruning", {}).get("masks", {})
+    return list(dict.fromkeys([*penalties, *(name for per in masks.values() for name in per)]))

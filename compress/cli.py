@@ -296,3 +296,34 @@ def thin(path: Path, output: Path | None, overwrite: bool, batch: int) -> None:
 
     for line in thin_checkpoint(path, output, batch=batch, overwrite=overwrite):
         click.echo(line)
+
+
+@main.command()
+@click.argument("path", metavar="RUN_OR_CKPT", type=FILE)
+@click.option("--groups", "group", type=click.Choice(["elements", *STRUCTURES]), default="elements",
+              show_default=True, help="What goes: single weights, or whole filters (channels, ...).")  # fmt: skip
+@click.option("--levels", metavar="LIST", help="Fractions of each layer's groups to prune, comma-separated "
+              "[default: 0,0.1,...,0.9]; 0 (the unpruned model) is always included.")  # fmt: skip
+@click.option("--layers", "patterns", metavar="GLOB", multiple=True,
+              help="Only these weights (a name or glob, repeatable) [default: every conv and linear weight].")
+@click.option("--limit-batches", type=SettingType(SETTINGS["limit_batches"]),
+              help="Evaluate on at most N validation batches [default: the run's].")  # fmt: skip
+@click.option("--device", help="cpu, cuda or cuda:N [default: the run's].")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="Directory for sensitivity.csv / .png [default: the run directory, or the checkpoint's].")
+@click.option("--suggest", "drop", type=float, metavar="DROP",
+              help="Also write sensitivity-schedule.yaml: per layer, the highest level keeping top1 within DROP "
+              "points of the unpruned model.")  # fmt: skip
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+def sense(path: Path, group: str, levels: str | None, patterns: tuple[str, ...], limit_batches: int | None,
+          device: str | None, output: Path | None, drop: float | None, progress: bool | None) -> None:  # fmt: skip
+    """Pruning sensitivity: prune each layer alone at each level (lowest L1 first), evaluate, put it
+    back; writes sensitivity.csv and .png (a run directory means its best.pt)."""
+    from compress.commands.sense import run_sense
+    from compress.commands.train import tqdm_progress
+    from compress.recorder import terminal_width
+
+    show_progress = sys.stderr.isatty() if progress is None else progress
+    run_sense(path, group=group, levels=levels, patterns=patterns, limit_batches=limit_batches, device=device,
+              output=output, drop=drop, progress=tqdm_progress if show_progress else None, echo=click.echo,
+              width=terminal_width())  # fmt: skip

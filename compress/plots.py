@@ -122,8 +122,12 @@ def _save(fig, path: Path) -> Path:
 # --- a run directory's plots -------------------------------------------------------------------
 
 
+def _schedule(artifacts: RunArtifacts):
+    return parse_schedule(artifacts.state.schedule_text, artifacts.state.schedule_source)
+
+
 def _rules(artifacts: RunArtifacts):
-    return parse_schedule(artifacts.state.schedule_text, artifacts.state.schedule_source).rules
+    return _schedule(artifacts).rules
 
 
 def layer_groups(artifacts: RunArtifacts) -> dict[str, str]:
@@ -152,7 +156,8 @@ def plot_run(path: Path, group: str = "filters") -> list[Path]:
         raise CompressError(f"RUN: {path} is not a run directory with metrics.csv")
     run_dir = artifacts.run_dir
     epochs = [h["epoch"] for h in artifacts.history]
-    rule_epochs = {r.name: [e for e in epochs if r.epochs.active(e)] for r in _rules(artifacts)}
+    schedule = _schedule(artifacts)
+    rule_epochs = {r.name: [e for e in epochs if r.epochs.active(e)] for r in (*schedule.rules, *schedule.pruning)}
     written = [plot_accuracy_sparsity(artifacts.history, rule_epochs, run_dir / "accuracy_sparsity.png")]
     sparsity_history = read_sparsity_history(run_dir)
     if sparsity_history:
@@ -161,3 +166,26 @@ def plot_run(path: Path, group: str = "filters") -> list[Path]:
     weights = {name: artifacts.state.state_dict[name] for name in groups}
     written.append(plot_group_norms(weights, groups, run_dir / "group_norms.png"))
     return written
+
+
+# --- compress sense ------------------------------------------------------------------------------
+
+
+def plot_sensitivity(curves: dict[str, list[tuple[float, float]]], path: Path, *, baseline: float | None = None,
+                     title: str = "pruning sensitivity") -> Path:  # fmt: skip
+    """Distiller's sensitivity plot: per layer, one curve of top1 (%) against the level at which that
+    layer alone was pruned; the unpruned model's top1 dashed."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    markers = "osD^v<>ph*"
+    for i, (name, points) in enumerate(curves.items()):
+        levels, top1 = zip(*sorted(points), strict=True)
+        ax.plot(levels, top1, marker=markers[i % len(markers)], markersize=4, linewidth=1.2, label=name)
+    if baseline is not None:
+        ax.axhline(baseline, color="gray", linestyle="--", linewidth=0.8, label="unpruned")
+    ax.set_xlabel("level: fraction of the layer's groups pruned")
+    ax.set_ylabel("top1 (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left", ncol=1 + len(curves) // 16)
+    ax.set_title(title)
+    return _save(fig, path)

@@ -118,14 +118,39 @@ def layers_csv(layers: list[LayerSparsity]) -> tuple[list[str], list[list[Any]]]
 
 
 def history_rows(history: list[dict[str, Any]], rules: list[str]) -> tuple[list[str], list[list[str]]]:
-    headers = ["epoch", "top1", "sparsity", "filters%", "channels%", *rules]
+    """Per epoch: top1, sparsity, each penalty rule's loss and each pruning rule's pruned share (%)."""
+    pruners = [k[len("pruned/") :] for k in (history[0] if history else {}) if k.startswith("pruned/")]
+    headers = ["epoch", "top1", "sparsity", "filters%", "channels%", *rules, *(f"{p}%" for p in pruners)]
     rows = []
     for h in history:
         row = [str(h["epoch"]), f"{h['top1']:.2f}", f"{h['sparsity']:.2f}"]
         row += [f"{h.get('sparsity/filters', 0.0):.2f}", f"{h.get('sparsity/channels', 0.0):.2f}"]
         row += [f"{h.get(f'loss/{r}', 0.0):.4g}" for r in rules]
+        row += [f"{h.get(f'pruned/{p}', 0.0):.2f}" for p in pruners]
         rows.append(row)
     return headers, rows
+
+
+def mask_rows(scheduler_state: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The masks a checkpoint holds: pruning rules' (per rule) and kept regularization masks, each
+    with the share of the weight it holds at zero after every step."""
+    state = scheduler_state or {}
+    rows = []
+    for rule, per in sorted(state.get("pruning", {}).get("masks", {}).items()):
+        rows += [_mask_row(rule, name, mask) for name, mask in per.items()]
+    rows += [_mask_row("keep_mask", name, mask) for name, mask in sorted(state.get("masks", {}).items())]
+    return rows
+
+
+def _mask_row(rule: str, name: str, mask: Any) -> dict[str, Any]:
+    zero = int((mask == 0).sum())
+    return {"rule": rule, "parameter": name, "shape": "x".join(map(str, mask.shape)),
+            "masked": 100.0 * zero / max(mask.numel(), 1)}  # fmt: skip
+
+
+def _masks_table(masks: list[dict[str, Any]], table) -> str:
+    rows = [[m["rule"], m["parameter"], m["shape"], f"{m['masked']:.2f}"] for m in masks]
+    return table(["Rule", "Parameter", "Shape", "Masked (%)"], rows)
 
 
 def render(
@@ -134,6 +159,7 @@ def render(
     history: list[dict[str, Any]],
     rules: list[str],
     *,
+    masks: list[dict[str, Any]] | None = None,
     fmt: str = "table",
     group: str | None = None,
     header: str = "",
@@ -146,6 +172,7 @@ def render(
                 "layers": [layer.to_dict() for layer in layers],
                 "total_sparsity": total_sparsity(layers),
                 "macs": macs,
+                "masks": masks or [],
                 "history": history,
             },
             indent=2,
@@ -161,6 +188,9 @@ def render(
     if macs:
         ratio = macs["thinned"] / macs["dense"] if macs["dense"] else 1.0
         parts.append(f"MACs per input: {macs['dense']:,} dense, {macs['thinned']:,} after thinning ({ratio:.1%})")
+    if masks:
+        parts.append("Masks (re-applied after every step):")
+        parts.append(_masks_table(masks, table))
     if history:
         parts.append("History:")
         parts.append(table(*history_rows(history, rules)))

@@ -103,7 +103,9 @@ class Policy:
 def _policies(sched: dict) -> list[Policy]:
     out, lr = [], []
     for p in sched["policies"]:
-        kind = next(k for k in ("regularizer", "lr_scheduler") if k in p)
+        kind = next((k for k in ("regularizer", "lr_scheduler") if k in p), None)
+        if kind is None:  # pruners: distiller_pruning_reference.py
+            continue
         if "epochs" in p:
             epochs, ending = list(p["epochs"]), p["epochs"][-1] + 1
         else:

@@ -160,3 +160,146 @@ def test_resnet20_weights_equal_distillers(cli, tmp_path):
     for name, count in (("layer1.0.conv1.weight", 16), ("layer2.0.conv1.weight", 32)):
         filters = ours[name].flatten(1).abs().amax(1)
         assert 0 < int((filters == 0).sum()) < count, f"{name}: the thresholds should zero some, not all, filters"
+
+
+LENET5_PRUNING = yaml_text(
+    """
+    version: 1
+    pruners:
+      conv1_filters:
+        class: L1RankedStructureParameterPruner_AGP
+        initial_sparsity: 0.10
+        final_sparsity: 0.50
+        group_type: Filters
+        weights: [module.conv1.weight]
+      conv2_band:
+        class: SensitivityPruner
+        sensitivities: {conv2.weight: 0.6}
+      fc1_agp:
+        class: AutomatedGradualPruner
+        initial_sparsity: 0.05
+        final_sparsity: 0.85
+        weights: [fc1.weight]
+      fc2_surgery:
+        class: SplicingPruner
+        low_thresh_mult: 0.9
+        hi_thresh_mult: 1.1
+        sensitivity_multiplier: 0.02
+        sensitivities: {fc2.weight: 0.3}
+    regularizers:
+      fc1_l1:
+        class: L1Regularizer
+        reg_regims: {fc1.weight: 0.0005}
+    lr_schedulers:
+      steps: {class: StepLR, step_size: 2, gamma: 0.5}
+    policies:
+      - pruner: {instance_name: conv1_filters}
+        starting_epoch: 0
+        ending_epoch: 4
+        frequency: 1
+      - pruner: {instance_name: conv2_band}
+        epochs: [1, 3]
+      - pruner: {instance_name: fc1_agp}
+        starting_epoch: 0
+        ending_epoch: 5
+        frequency: 2
+      - pruner:
+          instance_name: fc2_surgery
+          args: {keep_mask: true, mini_batch_pruning_frequency: 1, mask_on_forward_only: true}
+        starting_epoch: 1
+        ending_epoch: 3
+        frequency: 1
+      - regularizer: {instance_name: fc1_l1}
+        starting_epoch: 0
+        ending_epoch: 5
+        frequency: 1
+      - lr_scheduler: {instance_name: steps}
+        starting_epoch: 0
+        ending_epoch: 5
+        frequency: 1
+    """
+)
+
+RESNET20_PRUNING = yaml_text(
+    """
+    version: 1
+    pruners:
+      shortcut_filters:                            # the residual branches that are added: one choice
+        class: L1RankedStructureParameterPruner_AGP
+        initial_sparsity: 0.10
+        final_sparsity: 0.40
+        group_type: Filters
+        group_dependency: Leader
+        weights: [module.layer1.0.conv2.weight, module.layer1.1.conv2.weight, module.layer1.2.conv2.weight]
+      inputs:
+        class: L1RankedStructureParameterPruner_AGP
+        initial_sparsity: 0.20
+        final_sparsity: 0.50
+        group_type: Channels
+        weights: [module.layer2.1.conv1.weight, module.layer3.0.conv2.weight]
+      fc:
+        class: AutomatedGradualPruner
+        initial_sparsity: 0.10
+        final_sparsity: 0.60
+        weights: [module.fc.weight]
+    policies:
+      - pruner: {instance_name: shortcut_filters, args: {keep_mask: true}}
+        starting_epoch: 0
+        ending_epoch: 3
+        frequency: 1
+      - pruner: {instance_name: inputs}
+        starting_epoch: 1
+        ending_epoch: 4
+        frequency: 2
+      - pruner: {instance_name: fc}
+        starting_epoch: 0
+        ending_epoch: 3
+        frequency: 1
+    """
+)
+
+
+def _pruning_reference(text: str, arch: str, dataset: str, shape: tuple[int, int, int], *, epochs: int,
+                       batches: int, batch_size: int, lr: float, weight_decay: float,
+                       options: DataOptions) -> dict:  # fmt: skip
+    from tests.distiller_pruning_reference import DistillerPruningReference
+
+    seed_everything(0)
+    classes, channels, size = shape
+    model = build_model(arch, num_classes=classes, in_channels=channels, input_size=size)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+    data = build_dataset(dataset, batch_size=batch_size, seed=0, options=options)
+    reference = DistillerPruningReference(text, model, optimizer)
+    for epoch in range(epochs):
+        data.train.set_epoch(epoch)
+        reference.train_epoch(epoch, [b for _, b in zip(range(batches), data.train, strict=False)])
+    return model.state_dict()
+
+
+def test_lenet5_pruned_weights_equal_distillers(cli, tmp_path):
+    """AGP, L1-ranked filters with AGP, the sensitivity pruner, dynamic network surgery with masks on the
+    forward pass only (recomputed every mini-batch, kept at the end), an L1 penalty and StepLR."""
+    flags = dict(epochs=5, batches=4, batch_size=64, lr=0.05, weight_decay=5e-4)
+    ours = _compress(cli, tmp_path, LENET5_PRUNING, "--arch", "lenet5", "--epochs", "5", "--limit-batches", "4",
+                     "--batch-size", "64", "--lr", "0.05", "--weight-decay", "5e-4")  # fmt: skip
+    theirs = _pruning_reference(LENET5_PRUNING, "lenet5", "mnist5k", (10, 1, 28), options=DataOptions(), **flags)
+    _agree(ours, theirs)
+    filters = ours["conv1.weight"].flatten(1).abs().amax(1)
+    assert int((filters == 0).sum()) == 10, "AGP ends at 50% of conv1's 20 filters"
+    assert 0.84 < float((ours["fc1.weight"] == 0).float().mean()) < 0.9
+
+
+@pytest.mark.usefixtures("no_cifar_checksums")
+def test_resnet20_pruned_weights_equal_distillers(cli, tmp_path):
+    """Leader-follower filters on the added residual branches, input channels, and fc with AGP."""
+    root = write_cifar(tmp_path / "cifar", per_batch=12)
+    flags = dict(epochs=4, batches=3, batch_size=16, lr=0.1, weight_decay=1e-4)
+    ours = _compress(cli, tmp_path, RESNET20_PRUNING, "--arch", "resnet20_cifar", "--dataset", "cifar10",
+                     "--data-dir", root, "--workers", "0", "--epochs", "4", "--limit-batches", "3",
+                     "--batch-size", "16", "--lr", "0.1", "--weight-decay", "1e-4")  # fmt: skip
+    options = DataOptions(data_dir=str(root), workers=0)
+    theirs = _pruning_reference(RESNET20_PRUNING, "resnet20_cifar", "cifar10", (10, 3, 32), options=options, **flags)
+    _agree(ours, theirs)
+    zero = [set(torch.nonzero(ours[f"layer1.{i}.conv2.weight"].flatten(1).abs().amax(1) == 0).flatten().tolist())
+            for i in range(3)]  # fmt: skip
+    assert zero[0] == zero[1] == zero[2] and len(zero[0]) == 6, "the leader's 40% of 16 filters, in every branch"

@@ -7,7 +7,7 @@ from pathlib import Path
 from compress.artifacts import RunArtifacts, load_artifacts, model_from, touched_parameters
 from compress.config import RunConfig
 from compress.experiment import example_input
-from compress.report import render
+from compress.report import mask_rows, render
 from compress.sparsity import measure_sparsity
 from compress.thinning.savings import macs_dense_and_thinned
 
@@ -18,7 +18,8 @@ def report_text(path: Path, *, fmt: str, group: str | None, width: int | None = 
     layers = measure_sparsity(model, touched_parameters(artifacts))
     macs = macs_dense_and_thinned(model, example_input(artifacts.config))
     return render(layers, macs, artifacts.history, artifacts.rule_names(), fmt=fmt, group=group,
-                  header=_header(artifacts), width=width, what=what)  # fmt: skip
+                  header=_header(artifacts), width=width, what=what,
+                  masks=mask_rows(artifacts.state.scheduler))  # fmt: skip
 
 
 def _header(artifacts: RunArtifacts) -> str:

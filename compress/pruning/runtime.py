@@ -48,6 +48,9 @@ class Pruning:
         self.generator = torch.Generator().manual_seed(zlib.crc32(b"prune") + seed)
         self.watches = {b.rule.name: ActivationWatch(dict(b.sources), b.rule.stats)
                         for b in rules if b.criterion.needs == "activations"}  # fmt: skip
+        # groups each parameter had before any thinning: thinned-away groups count as pruned in reports
+        self.initial = {f"{b.rule.name}/{t.param_name}": G.get(b.rule.groups).count(tuple(t.param.shape))
+                        for b in rules for t in b.targets}  # fmt: skip
         self.epoch, self.step = -1, 0
         self._unmasked: dict[int, torch.Tensor] = {}  # Distiller's double copies, within one step
         self._handle = None
@@ -298,10 +301,13 @@ class Pruning:
         if any(b.rule.masking.per_step for b in self.rules):
             self._handle = model.register_forward_pre_hook(self._before_forward)
 
-    @torch.no_grad()
     def _before_forward(self, module: nn.Module, inputs: Any) -> None:
-        if not module.training or not torch.is_grad_enabled():
-            return
+        """Training forward passes only (evaluation sees the weights as they are, as in Distiller)."""
+        if module.training and torch.is_grad_enabled():
+            with torch.no_grad():
+                self._mask_for_training_forward()
+
+    def _mask_for_training_forward(self) -> None:
         for bound in self.rules:
             masking = bound.rule.masking
             if not masking.per_step or not bound.rule.epochs.active(self.epoch):
@@ -361,16 +367,17 @@ class Pruning:
 
     def report(self) -> dict[str, tuple[float | None, float]]:
         """rule -> (the sparsity its last pruning step aimed for, or None for thresholds; the share of
-        its groups its masks hold at zero now), both as fractions."""
+        its groups its masks hold at zero now, or that thinning removed), both as fractions."""
         out = {}
         for bound in self.rules:
             rule_masks = self.masks.get(bound.rule.name, {})
             zero = total = 0
             for t in bound.targets:
                 n = G.get(bound.rule.groups).count(tuple(t.param.shape))
+                before = self.initial.get(f"{bound.rule.name}/{t.param_name}", n)
                 mask = rule_masks.get(t.param_name)
                 zero += round(masks.pruned_fraction(mask, bound.rule.groups) * n) if mask is not None else 0
-                total += n
+                zero, total = zero + before - n, total + before
             out[bound.rule.name] = (self.level.get(bound.rule.name), zero / total if total else 0.0)
         return out
 
@@ -382,6 +389,7 @@ class Pruning:
             "masks": cpu, "dense": dense, "frozen": self.frozen, "level": self.level, "kept": sorted(self.kept),
             "grad_scores": grads, "grad_steps": dict(self.grad_steps), "generator": self.generator.get_state(),
             "watches": {k: w.state_dict() for k, w in self.watches.items()}, "position": [self.epoch, self.step],
+            "initial": dict(self.initial),
         }  # fmt: skip
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -396,6 +404,7 @@ class Pruning:
         self.frozen = {rule: dict(per) for rule, per in state.get("frozen", {}).items()}
         self.level, self.kept = dict(state.get("level", {})), set(state.get("kept", []))
         self.grad_steps = dict(state.get("grad_steps", {}))
+        self.initial.update(state.get("initial", {}))
         if "generator" in state:
             self.generator.set_state(state["generator"])
         for name, saved in state.get("watches", {}).items():
