@@ -5,7 +5,8 @@ without an entry below fails it too.
 The README's commands are the lines of its ``bash`` blocks (``\\`` continuations joined, ``&&``
 chains split, comments dropped) and its ``python`` block. What the test changes before running a
 command is listed in SUBSTITUTIONS with the reason; nothing else is changed except that training
-commands get ``--limit-batches 2`` and a short ``--epochs`` so the file stays fast."""
+commands get ``--limit-batches 2`` and a short ``--epochs``, and ``compress sense`` evaluates one
+batch per level (``--limit-batches 1``), so the file stays fast."""
 
 from __future__ import annotations
 
@@ -121,6 +122,8 @@ def _argv(command: str, places: dict[str, str]) -> list[str]:
         if "--resume" not in argv and "--epochs" not in argv:
             argv += ["--epochs", "1"]
         argv += ["--limit-batches", "2"]
+    if argv[0] == "sense":
+        argv += ["--limit-batches", "1"]
     return argv
 
 
@@ -160,7 +163,9 @@ def test_readme_commands_work(readme_world):
         result = invoke(*argv)
         assert result.exit_code == 0, f"README.md:{line}: {command}\nran: compress {' '.join(argv)}\n{result.output}"
         ran.append(argv[0])
-    assert {"train", "check", "thin", "report", "eval", "plot", "datasets", "models"} <= set(ran)
+    assert {"train", "check", "thin", "report", "eval", "plot", "datasets", "models", "sense"} <= set(ran)
+    assert Path("runs/lenet5-filters/sensitivity.csv").exists()
+    assert Path("runs/lenet5-filters/sensitivity-schedule.yaml").exists()
     for png in ("accuracy_sparsity.png", "layer_sparsity.png", "group_norms.png"):
         assert (Path("runs/lenet5-filters") / png).exists()
     assert Path("small.pt").exists()
