@@ -232,7 +232,8 @@ class Pruning:
                 old: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
         """Guo et al.: below the low threshold a weight goes, at or above the high one it comes back,
         between them it keeps its mask. Mean and std of |W| are taken once, at the first step."""
-        level, start = bound.rule.level, bound.rule.epochs.start
+        epochs = bound.rule.epochs
+        level, start = bound.rule.level, epochs.listed[0] if epochs.listed else epochs.start
         magnitude = weight.abs()
         mean, std = self._frozen(bound.rule.name, t.param_name,
                                  lambda: [float(magnitude.mean()), float(torch.std(magnitude))])  # fmt: skip
