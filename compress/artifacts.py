@@ -17,6 +17,7 @@ from torch import nn
 from compress.checkpoint import RunState, load_checkpoint
 from compress.config import RunConfig, checked, resolve_config
 from compress.errors import CompressError
+from compress.models.user import confirm_named
 
 
 @dataclass
@@ -39,9 +40,11 @@ class RunArtifacts:
 RUN_CHECKPOINT = "best.pt"  # what a run directory means to report, eval, thin and plot
 
 
-def load_artifacts(path: Path, what: str = "RUN_OR_CKPT", *, prefer: str = RUN_CHECKPOINT) -> RunArtifacts:
+def load_artifacts(path: Path, what: str = "RUN_OR_CKPT", *, prefer: str = RUN_CHECKPOINT,
+                   arch: str | None = None) -> RunArtifacts:  # fmt: skip
     """A run directory (its ``best.pt``: the one checkpoint every command that reads a run uses, and
-    the one the end-of-run summary describes) or a checkpoint file."""
+    the one the end-of-run summary describes) or a checkpoint file. ``arch``: what the command line
+    named with ``--arch``; a checkpoint of a user's own model needs it (``confirm_named``)."""
     path = Path(path)
     if path.is_dir():
         file = path / prefer
@@ -50,6 +53,8 @@ def load_artifacts(path: Path, what: str = "RUN_OR_CKPT", *, prefer: str = RUN_C
     else:
         file = path
     state = load_checkpoint(file, what)
+    for stored in dict.fromkeys((state.arch, str(state.config.get("arch", "")))):
+        confirm_named(stored, arch, f"{what}: {file}")
     checked(state.config, lambda key: f"{what}: {file}: config.{key}")
     run_dir = file.parent if (file.parent / "metrics.csv").exists() else None
     history = read_history(run_dir / "metrics.csv") if run_dir else []

@@ -103,17 +103,31 @@ def _problems(raw: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
+def _file_mode() -> int:
+    """What ``open()`` would give a new file: 0666 less the process's umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def save_checkpoint(state: RunState | dict[str, Any], path: Path) -> None:
     """Temporary file in the same directory, fsync, rename: a kill mid-write leaves the old file intact."""
     path = Path(path)
     data = state.to_dict() if isinstance(state, RunState) else {"format": FORMAT, "version": VERSION, **state}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(data, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _file_mode())  # mkstemp makes it 0600; the run's other files follow the umask
         os.replace(tmp, path)
+    except OSError as exc:  # named by the checkpoint it was for, not the temporary file
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -71,7 +71,9 @@ class CompressGroup(click.Group):
         try:
             return super().invoke(ctx)
         except CompressError as exc:
-            raise UserError(exc.diagnostics) from None
+            error = UserError(exc.diagnostics)
+            error.exit_code = getattr(exc, "exit_code", 2)
+            raise error from None
         except StoppedBySignal as exc:
             raise Stopped(exc) from None
         except click.UsageError as exc:
@@ -191,6 +193,10 @@ def train(schedule_path: Path | None, resume: Path | None, reset_optimizer: bool
     if resume is not None:
         schedule, config, run = resumed_run(resume, reset=reset_optimizer, schedule=schedule, config_path=config_path,
                                             flags=flags)  # fmt: skip
+        if run.exact and run.state.next_epoch >= config.epochs:
+            click.echo(f"{run.path}: the run is finished ({run.state.next_epoch} of {config.epochs} epochs); to train "
+                       f"longer: compress train --resume {resume} --epochs N (N > {run.state.next_epoch})")  # fmt: skip
+            return
     else:
         config = _settings(schedule, config_path, flags).config
     show_progress = sys.stderr.isatty() if progress is None else progress
@@ -239,6 +245,12 @@ def datasets() -> None:
 STRUCTURES = ["filters", "channels", "kernels", "rows", "cols"]
 
 
+CONFIRM_ARCH = click.option(
+    "--arch", metavar="MODULE:FUNCTION",
+    help="A checkpoint of your own model is loaded only when you name that model again (it imports your code).",
+)  # fmt: skip
+
+
 @main.command()
 @click.argument("path", metavar="RUN_OR_CKPT", type=FILE)
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "markdown"]), default="table")
@@ -247,13 +259,14 @@ STRUCTURES = ["filters", "channels", "kernels", "rows", "cols"]
 @click.option("--width", type=click.IntRange(min=40), help="Width the table must fit (default: the terminal's).")
 @click.option("--what", type=click.Choice(["layers", "history"]), default="layers",
               help="With --format csv: the per-layer table (default) or the run's history, one CSV each.")  # fmt: skip
-def report(path: Path, fmt: str, group: str | None, width: int | None, what: str) -> None:
+@CONFIRM_ARCH
+def report(path: Path, fmt: str, group: str | None, width: int | None, what: str, arch: str | None) -> None:
     """Sparsity per layer, MACs dense and after thinning, and a run's history per epoch (a run
     directory means its best.pt)."""
     from compress.commands.report import report_text
     from compress.recorder import terminal_width
 
-    click.echo(report_text(path, fmt=fmt, group=group, width=width or terminal_width(), what=what))
+    click.echo(report_text(path, fmt=fmt, group=group, width=width or terminal_width(), what=what, arch=arch))
 
 
 @main.command("eval")
@@ -264,6 +277,7 @@ def report(path: Path, fmt: str, group: str | None, width: int | None, what: str
 @click.option("--batch-size", type=SettingType(SETTINGS["batch_size"]))
 @click.option("--device", help="cpu (default), cuda or cuda:N.")
 @click.option("--limit-batches", type=SettingType(SETTINGS["limit_batches"]))
+@CONFIRM_ARCH
 def evaluate(path: Path, **overrides: Any) -> None:
     """top1 / top5 / loss of a checkpoint (a run directory means its best.pt)."""
     from compress.commands.report import evaluate_checkpoint
@@ -276,11 +290,12 @@ def evaluate(path: Path, **overrides: Any) -> None:
 @click.argument("path", metavar="RUN", type=FILE)
 @click.option("--group", type=click.Choice(STRUCTURES), default="filters",
               help="Structure shown in the per-layer heatmap.")  # fmt: skip
-def plot(path: Path, group: str) -> None:
+@CONFIRM_ARCH
+def plot(path: Path, group: str, arch: str | None) -> None:
     """Write PNG plots into a run directory (needs the plots extra: matplotlib)."""
     from compress.plots import plot_run
 
-    for written in plot_run(path, group):
+    for written in plot_run(path, group, arch):
         click.echo(f"wrote {written}")
 
 
@@ -290,11 +305,12 @@ def plot(path: Path, group: str) -> None:
               help="The thinned checkpoint [default: RUN/thin.pt, or NAME-thin.pt beside a checkpoint file].")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output file (never the input).")
 @click.option("--batch", type=click.IntRange(min=2), default=64, help="Inputs compared; the larger latency batch.")
-def thin(path: Path, output: Path | None, overwrite: bool, batch: int) -> None:
+@CONFIRM_ARCH
+def thin(path: Path, output: Path | None, overwrite: bool, batch: int, arch: str | None) -> None:
     """Remove exactly-zero filters and channels (a run directory means its best.pt); verified, measured."""
     from compress.commands.thin import thin_checkpoint
 
-    for line in thin_checkpoint(path, output, batch=batch, overwrite=overwrite):
+    for line in thin_checkpoint(path, output, batch=batch, overwrite=overwrite, arch=arch):
         click.echo(line)
 
 
@@ -315,8 +331,10 @@ def thin(path: Path, output: Path | None, overwrite: bool, batch: int) -> None:
               help="Also write sensitivity-schedule.yaml: per layer, the highest level keeping top1 within DROP "
               "points of the unpruned model.")  # fmt: skip
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+@CONFIRM_ARCH
 def sense(path: Path, group: str, levels: str | None, patterns: tuple[str, ...], limit_batches: int | None,
-          device: str | None, output: Path | None, drop: float | None, progress: bool | None) -> None:  # fmt: skip
+          device: str | None, output: Path | None, drop: float | None, progress: bool | None,
+          arch: str | None) -> None:  # fmt: skip
     """Pruning sensitivity: prune each layer alone at each level (lowest L1 first), evaluate, put it
     back; writes sensitivity.csv and .png (a run directory means its best.pt)."""
     from compress.commands.sense import run_sense
@@ -326,4 +344,4 @@ def sense(path: Path, group: str, levels: str | None, patterns: tuple[str, ...],
     show_progress = sys.stderr.isatty() if progress is None else progress
     run_sense(path, group=group, levels=levels, patterns=patterns, limit_batches=limit_batches, device=device,
               output=output, drop=drop, progress=tqdm_progress if show_progress else None, echo=click.echo,
-              width=terminal_width())  # fmt: skip
+              width=terminal_width(), arch=arch)  # fmt: skip

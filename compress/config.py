@@ -33,6 +33,7 @@ class Setting:
     maximum: float | None = None
     below: float | None = None  # an exclusive upper bound (a share must stay below 1)
     choices: Callable[[], list[str]] | None = None
+    rule: Callable[[str], str | None] | None = None  # a string setting's own check
 
     def check(self, value: Any) -> str | None:
         """Why ``value`` is not valid for this setting, or None (``None`` itself means "not given")."""
@@ -46,7 +47,7 @@ class Setting:
             valid = self.choices() if self.choices else None
             if valid is not None and value not in valid:
                 return f"unknown value {value!r}{suggest(value, valid)}; valid: {', '.join(valid)}"
-            return None
+            return self.rule(value) if self.rule else None
         return self._check_number(value)
 
     def _check_number(self, value: Any) -> str | None:
@@ -62,6 +63,16 @@ class Setting:
         if self.below is not None and value >= self.below:
             return f"must be < {self.below:g}, got {value}"
         return None
+
+
+FLOAT32_MAX = 3.4028234663852886e38  # an optimizer cannot apply a larger step to float32 weights
+
+
+def one_path_component(name: str) -> str | None:
+    """A run name is a directory inside ``--out-dir``: one path component, never a way out of it."""
+    if name in ("", ".", "..") or any(c in name for c in "/\\\0") or len(name.encode()) > 255:
+        return f"a run name is one directory name inside --out-dir (no '/', '..' or '\\'), got {name!r}"
+    return None
 
 
 def setting(default: Any, kind: type, *, resume: str, flag: str, help: str, **bounds: Any) -> Any:
@@ -95,7 +106,8 @@ class RunConfig:
     epochs: int = setting(10, int, resume="free", flag="run", minimum=1, maximum=100_000, help="Number of epochs.")
     batch_size: int = setting(64, int, resume="pinned", flag="run", minimum=1, help="Training batch size.")
     optimizer: str = setting("sgd", str, resume="pinned", flag="run", choices=_optimizers, help="Optimizer.")
-    lr: float = setting(0.01, float, resume="pinned", flag="run", minimum=0, help="Learning rate.")
+    lr: float = setting(0.01, float, resume="pinned", flag="run", minimum=0, maximum=FLOAT32_MAX,
+                        help="Learning rate.")  # fmt: skip
     momentum: float = setting(0.9, float, resume="pinned", flag="run", minimum=0, help="SGD momentum.")
     nesterov: bool = setting(False, bool, resume="pinned", flag="run", help="Nesterov momentum (SGD).")
     weight_decay: float = setting(
@@ -154,8 +166,9 @@ class RunConfig:
     # what a run writes, not what it computes
     out_dir: str = setting("runs", str, resume="free", flag="train", help="Where run directories go (default runs).")
     name: str | None = setting(
-        None, str, resume="free", flag="train", help="Run directory name (default: schedule name and a timestamp)."
-    )
+        None, str, resume="free", flag="train", rule=one_path_component,
+        help="Run directory name inside --out-dir (default: schedule name and a timestamp).",
+    )  # fmt: skip
     best: str = setting(
         "top1",
         str,

@@ -37,6 +37,13 @@ class CompressError(Exception):
         super().__init__("\n".join(str(d) for d in self.diagnostics))
 
 
+class RunIOError(CompressError):
+    """A run could not write its files in the middle (disk full, directory removed): not the user's
+    input, so exit code 1; the message names the path, the cause and the last complete checkpoint."""
+
+    exit_code = 1
+
+
 def suggest(word: str, choices: Iterable[str], n: int = 1) -> str:
     """' (did you mean X?)' when a close match exists, else ''. Used by every 'unknown name' message."""
     matches = difflib.get_close_matches(str(word), list(choices), n=n, cutoff=0.5)

@@ -150,8 +150,8 @@ def layer_groups(artifacts: RunArtifacts) -> dict[str, str]:
     return out
 
 
-def plot_run(path: Path, group: str = "filters") -> list[Path]:
-    artifacts = load_artifacts(path, "RUN")
+def plot_run(path: Path, group: str = "filters", arch: str | None = None) -> list[Path]:
+    artifacts = load_artifacts(path, "RUN", arch=arch)
     if artifacts.run_dir is None or not artifacts.history:
         raise CompressError(f"RUN: {path} is not a run directory with metrics.csv")
     run_dir = artifacts.run_dir

@@ -9,13 +9,15 @@ do not write) and stay silent.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from compress import groups as G
 from compress.checkpoint import RunState, save_checkpoint
+from compress.errors import CompressError, RunIOError
 from compress.experiment import Experiment, example_input
 from compress.report import sparsity_table
 from compress.resume import Resume, rng_state
@@ -58,7 +60,10 @@ class Recorder:
             else Best()  # fmt: skip
         if not exp.world.is_main:
             return cls(exp, None, _silent, best=best, table="none")
-        files = _run_files(exp, resume, overwrite)
+        try:
+            files = _run_files(exp, resume, overwrite)
+        except OSError as exc:
+            raise CompressError(f"--out-dir: cannot write the run directory: {_cause(exc)}") from None
         board = None
         if exp.config.tensorboard:
             from compress.tensorboard import TensorBoardLogger
@@ -82,6 +87,22 @@ class Recorder:
         self.position = Position(result.epoch + 1)
         if self.files is None:
             return
+        with self._writing(f"stopped after epoch {result.epoch}"):
+            self._record(result)
+
+    @contextmanager
+    def _writing(self, what: str) -> Iterator[None]:
+        """An I/O failure in the middle of a run: one line with the path and the cause, the last
+        complete checkpoint (files are written whole or not at all), and how to go on."""
+        try:
+            yield
+        except OSError as exc:
+            latest = self.files.path / "checkpoint.pt"
+            kept = f"the last complete checkpoint is {latest}" if latest.exists() else "no checkpoint was written"
+            raise RunIOError(f"cannot write {_cause(exc)}; {what}; {kept}; make room (or fix the directory), then "
+                             f"compress train --resume {self.files.path}") from None  # fmt: skip
+
+    def _record(self, result: EpochResult) -> None:
         self._report_thinning(result.epoch)
         result.extra["pruning"] = self.exp.scheduler.pruning_report()
         layers = measure_sparsity(self.exp.model, self.touched)
@@ -120,7 +141,8 @@ class Recorder:
         self.position = Position(position.epoch, position.step, position.totals.summed(self.exp.world))
         if self.files is None:
             return None
-        save_checkpoint(self.state(top1=None, interrupted=True), self.files.path / "checkpoint.pt")
+        with self._writing(f"stopped in epoch {position.epoch}"):
+            save_checkpoint(self.state(top1=None, interrupted=True), self.files.path / "checkpoint.pt")
         return self.files.path / "checkpoint.pt"
 
     def finish(self, results: list[EpochResult], test: dict[str, float] | None, *, plots: bool) -> None:
@@ -130,13 +152,20 @@ class Recorder:
         from compress.artifacts import load_artifacts, model_from
         from compress.thinning.savings import macs_dense_and_thinned
 
-        best = model_from(load_artifacts(self.files.path)).to(self.exp.device)
+        best = model_from(load_artifacts(self.files.path, arch=self.exp.config.arch)).to(self.exp.device)
         layers = measure_sparsity(best, self.touched)
         if self.table != "none":
             self.echo(f"best.pt (epoch {self.best.epoch}):")
             self.echo(sparsity_table(layers, terminal_width()))
         macs = macs_dense_and_thinned(best, example_input(self.exp.config).to(self.exp.device))
         final = results[-1].top1 if results else None
+        with self._writing("the run finished, but its summary is incomplete"):
+            self._summarize(final, test, layers, macs)
+        if plots:
+            self._plots()
+
+    def _summarize(self, final: float | None, test: dict[str, float] | None, layers: list[LayerSparsity],
+                   macs: dict[str, int]) -> None:  # fmt: skip
         self.files.write_summary({"run": str(self.files.path), "final_top1": final, "best_top1": self.best.top1,
                                   "best_epoch": self.best.epoch, "best_rule": self.rule.describe(),
                                   "best_sparsity": total_sparsity(layers), "macs": macs,
@@ -144,8 +173,6 @@ class Recorder:
         for line in summary_lines(self.files.path, final, self.best, self.rule, test, layers, macs):
             self.echo(line)
             self.files.log(line)
-        if plots:
-            self._plots()
 
     def _plots(self) -> None:
         """Plots when matplotlib is there; else one line on how to get them, and the run goes on."""
@@ -158,7 +185,12 @@ class Recorder:
             return
         from compress.plots import plot_run
 
-        self.echo("plots: " + ", ".join(p.name for p in plot_run(self.files.path)))
+        try:
+            written = plot_run(self.files.path, arch=self.exp.config.arch)
+        except (ValueError, OSError, RuntimeError) as exc:  # a plot is a view: the run and its files are complete
+            self.echo(f"warning: no plots: {type(exc).__name__}: {exc}")
+            return
+        self.echo("plots: " + ", ".join(p.name for p in written))
 
     def close(self) -> None:
         if self.board is not None:
@@ -185,6 +217,10 @@ def _layer_groups(exp: Experiment) -> dict[str, str]:
         for t in bound.targets:
             out.setdefault(t.param_name, next((g for g in t.groups if g != "elements"), "elements"))
     return out
+
+
+def _cause(exc: OSError) -> str:
+    return f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc)
 
 
 def _silent(*_args: Any, **_kwargs: Any) -> None:

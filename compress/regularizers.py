@@ -72,7 +72,9 @@ class L1(Penalty):
         return w.sign().mul_(strength), (self.value(w, group, strength) if value else None)
 
     def proximal(self, w, group, t):
-        w.copy_(F.softshrink(w, t))
+        # softshrink refuses a threshold beyond the dtype's range; any threshold above every |w|
+        # zeroes the tensor alike, so the largest finite one gives the exact answer
+        w.copy_(F.softshrink(w, min(t, torch.finfo(w.dtype).max)))
         return w.sign().abs_()
 
 

@@ -50,9 +50,14 @@ class Resume:
         return (self.run_dir / "metrics.csv").exists()
 
 
-def load_resume(path: Path, *, exact: bool) -> Resume:
+def load_resume(path: Path, *, exact: bool, arch: str | None = None) -> Resume:
+    """``arch``: the ``--arch`` of the command line (a user's own model must be named again)."""
+    from compress.models.user import confirm_named
+
     file = checkpoint_file(path)
     state = load_checkpoint(file, "--resume")
+    for stored in dict.fromkeys((state.arch, str(state.config.get("arch", "")))):
+        confirm_named(stored, arch, f"--resume: {file}")
     checked(state.config, lambda key: f"--resume: {file}: config.{key}")
     resume = Resume(state, file, exact)
     if exact:
@@ -80,7 +85,7 @@ def resumed_run(path: Path, *, reset: bool, schedule: Schedule | None, config_pa
     given with ``--schedule`` (an exact resume refuses another than the run's)."""
     from compress.schedule import parse_schedule
 
-    resume = load_resume(path, exact=not reset)
+    resume = load_resume(path, exact=not reset, arch=flags.get("arch"))
     state = resume.state
     if schedule is None:
         schedule = parse_schedule(state.schedule_text, state.schedule_source, defer_errors=True)

@@ -14,6 +14,7 @@ Observers (progress bar, files, reports) see results and change nothing.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -179,14 +180,14 @@ class Interrupted(Exception):
 
 
 class Diverged(Exception):
-    """A loss that is not finite: training cannot recover, and the weights are already damaged."""
+    """A loss that is not finite: training cannot recover, and the weights are already damaged.
+    ``step`` None: the validation loss after the epoch (the weights of that epoch are never saved)."""
 
-    def __init__(self, epoch: int, step: int, data_loss: float, rules: dict[str, float]):
+    def __init__(self, epoch: int, step: int | None, data_loss: float, rules: dict[str, float]):
         parts = ", ".join(f"{name} {value:.4g}" for name, value in rules.items())
-        super().__init__(
-            f"loss is not finite in epoch {epoch}, step {step}: data loss {data_loss:.4g}"
-            + (f", rule losses: {parts}" if parts else "")
-        )
+        where = f"in epoch {epoch}, step {step}: data loss" if step is not None else \
+            f"on the validation split after epoch {epoch}: validation loss"  # fmt: skip
+        super().__init__(f"loss is not finite {where} {data_loss:.4g}" + (f", rule losses: {parts}" if parts else ""))
         self.epoch, self.step, self.data_loss, self.rules = epoch, step, data_loss, rules
 
 
@@ -283,6 +284,8 @@ def fit(
         data_loss, rule_losses = train_one_epoch(model, train_loader, optimizer, hooks, epoch=epoch, loop=loop,
                                                  start=resumed, observers=observers)  # fmt: skip
         metrics = evaluate(model, val_loader, device=loop.device, limit_batches=loop.limit_batches, world=loop.world)
+        if not math.isfinite(metrics["val_loss"]):  # the same on every process: the sums were reduced
+            raise Diverged(epoch, None, metrics["val_loss"], hooks.penalty_values())
         hooks.on_epoch_end(epoch, metrics)
         result = EpochResult(epoch=epoch, lr=lr, train_loss=data_loss + sum(rule_losses.values()),
                              data_loss=data_loss, rule_losses=rule_losses, seconds=time.perf_counter() - started,

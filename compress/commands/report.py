@@ -12,8 +12,9 @@ from compress.sparsity import measure_sparsity
 from compress.thinning.savings import macs_dense_and_thinned
 
 
-def report_text(path: Path, *, fmt: str, group: str | None, width: int | None = 100, what: str = "layers") -> str:
-    artifacts = load_artifacts(path)
+def report_text(path: Path, *, fmt: str, group: str | None, width: int | None = 100, what: str = "layers",
+                arch: str | None = None) -> str:  # fmt: skip
+    artifacts = load_artifacts(path, arch=arch)
     model = model_from(artifacts)
     layers = measure_sparsity(model, touched_parameters(artifacts))
     macs = macs_dense_and_thinned(model, example_input(artifacts.config))
@@ -25,7 +26,11 @@ def report_text(path: Path, *, fmt: str, group: str | None, width: int | None = 
 def _header(artifacts: RunArtifacts) -> str:
     state = artifacts.state
     top1 = f", top1 {state.top1:.2f}" if state.top1 is not None else ""
-    return f"{artifacts.checkpoint}: {state.arch} after epoch {state.epoch}{top1}"
+    if state.interrupted:
+        stopped = f"stopped in epoch {state.next_epoch} before step {state.next_step}"
+        return f"{artifacts.checkpoint}: {state.arch}, {stopped}"
+    when = f"after epoch {state.epoch}" if state.epoch >= 0 else "before any epoch"
+    return f"{artifacts.checkpoint}: {state.arch} {when}{top1}"
 
 
 def evaluate_checkpoint(path: Path, overrides: dict) -> dict[str, float]:
@@ -34,7 +39,8 @@ def evaluate_checkpoint(path: Path, overrides: dict) -> dict[str, float]:
     from compress.experiment import data_options, resolve_device
     from compress.training import evaluate
 
-    artifacts = load_artifacts(path, "CKPT")
+    overrides = dict(overrides)
+    artifacts = load_artifacts(path, "CKPT", arch=overrides.pop("arch", None))
     config = RunConfig(**{**artifacts.config.to_dict(), **{k: v for k, v in overrides.items() if v is not None}})
     device = resolve_device(config.device)
     model = model_from(artifacts).to(device)

@@ -60,10 +60,10 @@ def _evaluator(artifacts: RunArtifacts, model, limit_batches: int | None, device
 def run_sense(path: Path, *, group: str = "elements", levels: str | None = None, patterns: Sequence[str] = (),
               limit_batches: int | None = None, device: str | None = None, output: Path | None = None,
               drop: float | None = None, progress: S.Progress | None = None, echo: Callable[[str], None] = print,
-              width: int | None = 100) -> SenseResult:  # fmt: skip
+              width: int | None = 100, arch: str | None = None) -> SenseResult:  # fmt: skip
     tested = S.parse_levels(levels)
     S.check_drop(drop)
-    artifacts = load_artifacts(path)
+    artifacts = load_artifacts(path, arch=arch)
     out = output_dir(artifacts, output)
     model = model_from(artifacts)
     layers, skipped = S.select_layers(model, patterns, group)

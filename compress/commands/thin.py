@@ -88,8 +88,9 @@ def check_output(output: Path, source: Path, overwrite: bool) -> None:
         raise CompressError(f"-o: directory {output.parent} is not writable")
 
 
-def thin_checkpoint(path: Path, output: Path | None = None, *, batch: int = 64, overwrite: bool = False) -> list[str]:
-    artifacts = load_artifacts(path, "CKPT")
+def thin_checkpoint(path: Path, output: Path | None = None, *, batch: int = 64, overwrite: bool = False,
+                    arch: str | None = None) -> list[str]:  # fmt: skip
+    artifacts = load_artifacts(path, "CKPT", arch=arch)
     output = Path(output) if output is not None else default_output(path)
     check_output(output, artifacts.checkpoint, overwrite)
     dense = model_from(artifacts)

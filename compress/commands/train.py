@@ -110,7 +110,7 @@ def _train(exp: Experiment, start: Position, recorder: Recorder, progress: bool)
             raise StoppedBySignal(signum, at.epoch, at.step, saved, recorder.run_dir) from None
         except Diverged as diverged:
             done = recorder.position.epoch
-            last = f"{recorder.run_dir / 'checkpoint.pt'} (after epoch {done - 1})" if done and recorder.run_dir else \
-                "none yet"  # fmt: skip
-            raise CompressError(f"{diverged}. Stopped; the last good checkpoint is {last}. "
-                                "Lower the rule strengths or the learning rate") from None  # fmt: skip
+            last = f"the last good checkpoint is {recorder.run_dir / 'checkpoint.pt'} (after epoch {done - 1})" \
+                if done > 0 and recorder.run_dir else "no epoch ended well, so no checkpoint was written"  # fmt: skip
+            raise CompressError(f"{diverged}. Stopped; {last}. Lower the rule strengths or the learning rate") \
+                from None  # fmt: skip

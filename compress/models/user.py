@@ -28,6 +28,16 @@ def is_user_model(name: str) -> bool:
     return ":" in name
 
 
+def confirm_named(stored: str, named: str | None, where: str) -> None:
+    """A checkpoint stores the model it was trained with; a model of the user's own is code, and a
+    checkpoint is data (anyone may hand one over). So that loading a checkpoint never imports a
+    module nobody asked for, such a model is built only when the command line names it again."""
+    if is_user_model(stored) and named != stored:
+        given = f" (--arch {named} was given)" if named else ""
+        raise CompressError(f"{where} was trained with your own model {stored!r}: compress imports your code only "
+                            f"when you name it{given}; add --arch {stored} to confirm")  # fmt: skip
+
+
 def _accepted(fn: Any, values: dict[str, int]) -> dict[str, int]:
     try:
         params = inspect.signature(fn).parameters
