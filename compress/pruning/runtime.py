@@ -322,7 +322,8 @@ class Pruning:
     def _mask_before_forward(self, bound: BoundPruneRule) -> None:
         for name, mask in self.masks.get(bound.rule.name, {}).items():
             param = self._param(bound, name)
-            if bound.rule.masking.dense_copy and bound.rule.name not in self.kept:
+            masking = bound.rule.masking
+            if masking.dense_copy and masking.forward_only and bound.rule.name not in self.kept:
                 self._unmasked[id(param)] = param.detach().clone()
             param.mul_(mask)
 

@@ -270,8 +270,6 @@ def _valued_targets(check: FieldChecker, values: YamlMap, path: str, kind: str) 
         if kind == "sparsity" and value > 1:
             check.error(values.line_of(param), f"{path}.{param}", f"a fraction: expected 0..1, got {value:g}")
             continue
-        if kind == "sparsity" and value == 0:
-            continue  # Distiller skipped a level of 0
         targets.append(PruneTarget(str(param), float(value), values.line_of(param), f"{path}.{param}",
                                    fallback=str(param) == "*"))  # fmt: skip
     return tuple(targets)

@@ -180,8 +180,9 @@ class Masking:
 
     @property
     def per_step(self) -> bool:
-        """Whether the masks need the forward pass (a model hook) rather than only the loop's hooks."""
-        return self.forward_only or self.dense_copy or self.recompute_every > 0 or self.discard_each_step
+        """Whether the masks need the forward pass (a model hook) rather than only the loop's hooks. Our
+        dense copy does not: the weights stay masked between steps, the dense ones wait aside."""
+        return self.forward_only or self.recompute_every > 0 or self.discard_each_step
 
 
 @dataclass(frozen=True)
