@@ -42,6 +42,7 @@ class RunState:
     thinned_spec: dict[str, dict[str, int]] | None = None
     thinned_from: str | None = None  # compress thin's input
     thinner: dict[str, Any] | None = None  # the thinner's state (which thinnings are done)
+    scaler: dict[str, Any] | None = None  # --amp fp16: the gradient scaler's state
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "version": VERSION, **{f.name: getattr(self, f.name) for f in fields(self)}}
@@ -80,6 +81,7 @@ _TYPES: dict[str, tuple[tuple[type, ...], bool]] = {
     "thinned_spec": ((dict, type(None)), False),
     "thinned_from": ((str, type(None)), False),
     "thinner": ((dict, type(None)), False),
+    "scaler": ((dict, type(None)), False),
 }
 
 

@@ -126,6 +126,17 @@ class RunConfig:
     limit_batches: int | None = setting(
         None, int, resume="pinned", flag="train", minimum=1, help="Train and validate on at most N batches per epoch."
     )
+    # how each step is computed (pinned: they change the numbers)
+    amp: str | None = setting(None, str, resume="pinned", flag="run", choices=lambda: ["bf16", "fp16"],
+                              help="Mixed precision: bf16 (autocast; CPU and GPU) or fp16 (autocast with a "
+                              "gradient scaler; GPU).")  # fmt: skip
+    channels_last: bool = setting(False, bool, resume="pinned", flag="run",
+                                  help="Model and inputs in channels_last memory format.")  # fmt: skip
+    compile: bool = setting(False, bool, resume="pinned", flag="run",
+                            help="torch.compile the model's forward (the hooks stay outside the graph).")  # fmt: skip
+    grad_clip: float | None = setting(None, float, resume="pinned", flag="run", minimum=0, below=FLOAT32_MAX,
+                                      help="Clip the data loss's gradient to this total norm (before any "
+                                      "penalty gradient is added).")  # fmt: skip
     # data and model sources (compress.datasets, compress.models); None means "the dataset's default"
     data_dir: str | None = setting(
         None,

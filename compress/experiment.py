@@ -112,6 +112,7 @@ class Experiment:
     world: World = SINGLE  # the torchrun processes (one process: SINGLE)
     train_model: nn.Module | None = None  # what the loop calls: the model, or its DDP wrapper
     thinner: Thinner | None = None  # thins during training, where the schedule says so
+    scaler: torch.amp.GradScaler | None = None  # --amp fp16: its state goes into checkpoints
 
     @property
     def hooks(self) -> Hooks:
@@ -120,7 +121,9 @@ class Experiment:
 
     @property
     def loop(self) -> Loop:
-        return Loop(self.config.epochs, self.device, self.config.limit_batches, self.world)
+        c = self.config
+        return Loop(c.epochs, self.device, c.limit_batches, self.world, c.amp, c.grad_clip, c.channels_last,
+                    self.scaler)  # fmt: skip
 
     @property
     def thinned_spec(self) -> dict | None:
@@ -133,7 +136,7 @@ class Experiment:
         if self.data.test is None:
             return None
         return evaluate(self.train_model or self.model, self.data.test, device=self.device,
-                        limit_batches=self.config.limit_batches, world=self.world)  # fmt: skip
+                        limit_batches=self.config.limit_batches, world=self.world, loop=self.loop)  # fmt: skip
 
     def close(self, *, together: bool) -> None:
         """Under torchrun: drop the DDP wrapper, then leave the process group (see ``leave``)."""
@@ -147,6 +150,7 @@ def build_experiment(schedule: Schedule, config: RunConfig, thinned_spec: dict |
         raise CompressError("thin: thinning during a torchrun run is not supported yet; thin the checkpoint "
                             "afterwards with compress thin, then fine-tune it with --resume")  # fmt: skip
     model, rules, warnings = plan(schedule, config, device, thinned_spec)
+    speed_switches(model, config, device)
     optimizer = build_optimizer(config.optimizer, model.parameters(), lr=config.lr, momentum=config.momentum,
                                 nesterov=config.nesterov, weight_decay=config.weight_decay)  # fmt: skip
     data = build_dataset(config.dataset, batch_size=config.batch_size, seed=config.seed, device=device, world=world,
@@ -161,5 +165,33 @@ def build_experiment(schedule: Schedule, config: RunConfig, thinned_spec: dict |
         thinner = Thinner(schedule.thinning, config.epochs, model, example_input(config), optimizer, scheduler,
                           thinned_spec)  # fmt: skip
     warnings = warnings + [Diagnostic(note) for note in data.notes]
+    scaler = torch.amp.GradScaler(device.type) if config.amp == "fp16" else None
     return Experiment(config, schedule, device, model, data, optimizer, scheduler, warnings, thinned_spec, world,
-                      wrap(model, world, device), thinner)  # fmt: skip
+                      wrap(model, world, device), thinner, scaler)  # fmt: skip
+
+
+def speed_switches(model: nn.Module, config: RunConfig, device: torch.device) -> None:
+    """``--channels-last`` and ``--compile``. Compiling ``model.forward`` (an attribute of the
+    instance) leaves the module itself as it was: parameter names, ``state_dict``, ``torch.fx``
+    tracing for thinning (which reads the class's forward) and forward hooks (which run around the
+    compiled forward) are those of the plain model."""
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if config.compile:
+        check_compiler(device)
+        model.forward = torch.compile(model.forward)
+
+
+def check_compiler(device: torch.device) -> None:
+    """torch.compile builds C++ for the CPU and Triton kernels for CUDA: say so before training if the
+    machine cannot, instead of a traceback at the first batch."""
+    import shutil
+
+    if device.type == "cpu" and not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+        raise CompressError("--compile: torch.compile needs a C++ compiler for CPU code (g++, c++ or clang++ on "
+                            "PATH); none was found")  # fmt: skip
+    if device.type == "cuda":
+        try:
+            import triton  # noqa: F401
+        except ImportError:
+            raise CompressError("--compile: torch.compile needs Triton for CUDA code (pip install triton)") from None

@@ -81,6 +81,7 @@ class Recorder:
             interrupted=interrupted, top1=top1, best_top1=self.best.top1, best_epoch=self.best.epoch,
             best_key=self.best.key, rng=rng_state(), thinned_spec=exp.thinned_spec,
             thinner=exp.thinner.state_dict() if exp.thinner else None,
+            scaler=exp.scaler.state_dict() if exp.scaler else None,
         )  # fmt: skip
 
     def epoch_done(self, result: EpochResult) -> None:

@@ -136,6 +136,8 @@ def restore(exp: Experiment, resume: Resume) -> Position:
     exp.scheduler.load_state_dict(state.scheduler or {})
     if exp.thinner is not None:
         exp.thinner.load_state_dict(state.thinner or {})
+    if exp.scaler is not None and state.scaler:
+        exp.scaler.load_state_dict(state.scaler)
     restore_rng(state.rng)
     # the saved sums are every process's together: one process carries them on
     own = state.epoch_totals if exp.world.is_main else None

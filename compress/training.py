@@ -154,12 +154,27 @@ class Position:
 
 @dataclass(frozen=True)
 class Loop:
-    """How the loop runs: epochs, device, batches per epoch, and the torchrun processes."""
+    """How the loop runs: epochs, device, batches per epoch, the torchrun processes, and how each step
+    is computed: ``amp`` (``bf16`` / ``fp16`` autocast; fp16 with ``scaler``, a ``GradScaler`` whose
+    state the checkpoint keeps), ``grad_clip`` (the data loss's gradient norm, clipped before any
+    penalty is added), ``channels_last`` (inputs in that memory format, as the model)."""
 
     epochs: int
     device: torch.device = torch.device("cpu")
     limit_batches: int | None = None
     world: World = SINGLE
+    amp: str | None = None
+    grad_clip: float | None = None
+    channels_last: bool = False
+    scaler: Any = None
+
+    def autocast(self) -> Any:
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp or "", torch.float32)
+        return torch.autocast(self.device.type, dtype=dtype, enabled=self.amp is not None)
+
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
 
 
 @dataclass
@@ -219,8 +234,8 @@ def train_one_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimi
         stop = observers.should_stop is not None and observers.should_stop()
         if loop.world.any(stop, loop.device):  # every process stops at the same step
             raise Interrupted(Position(epoch, step, totals))
-        loss, rules = _step(model, criterion, optimizer, hooks, x.to(loop.device, non_blocking=True),
-                            y.to(loop.device, non_blocking=True))  # fmt: skip
+        loss, rules = _step(model, criterion, optimizer, hooks, loop.inputs(x), y.to(loop.device, non_blocking=True),
+                            loop)  # fmt: skip
         if loop.world.any(not torch.isfinite(loss + sum(rules.values())), loop.device):
             values = {**hooks.penalty_values(), **{name: float(v) for name, v in rules.items()}}
             raise Diverged(epoch, step, float(loss.detach()), values)
@@ -231,27 +246,49 @@ def train_one_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimi
     return totals.summed(loop.world).means()
 
 
-def _step(model, criterion, optimizer, hooks: Hooks, x, y) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """One optimizer step with the hooks around it; the data loss and the rule values it reported."""
+def _step(model, criterion, optimizer, hooks: Hooks, x, y, loop: Loop) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One optimizer step with the hooks around it; the data loss and the rule values it reported.
+
+    Under fp16 the gradients are unscaled before anything reads them, so clipping and the penalty
+    gradients see true gradients and the scaler never scales a penalty; a step the scaler skips
+    (inf or NaN gradients) skips the hooks' after-step work too (proximal steps, masks)."""
     optimizer.zero_grad(set_to_none=True)
-    loss = criterion(model(x), y)
-    loss.backward()
+    with loop.autocast():
+        loss = criterion(model(x), y)
+    if loop.scaler is not None:
+        loop.scaler.scale(loss).backward()
+        loop.scaler.unscale_(optimizer)
+    else:
+        loss.backward()
+    if loop.grad_clip is not None:
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        torch.nn.utils.clip_grad_norm_(params, loop.grad_clip)
     rules = hooks.before_step()
-    optimizer.step()
+    if loop.scaler is not None:
+        scale = loop.scaler.get_scale()
+        loop.scaler.step(optimizer)
+        loop.scaler.update()
+        if loop.scaler.get_scale() < scale:
+            return loss, rules
+    else:
+        optimizer.step()
     rules.update(hooks.after_step(optimizer.param_groups[0]["lr"]))
     return loss, rules
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, *, device: torch.device, limit_batches: int | None = None,
-             world: World = SINGLE) -> dict[str, float]:  # fmt: skip
+             world: World = SINGLE, loop: Loop | None = None) -> dict[str, float]:  # fmt: skip
     """Mean cross-entropy, top-1 and top-5 accuracy (%) over the loader's samples (over every
-    process's share of them, so all processes report the same numbers)."""
+    process's share of them, so all processes report the same numbers). ``loop``: a run's autocast
+    and memory format, which its validation uses too."""
     model.eval()
+    loop = loop or Loop(1, device)
     sums = torch.zeros(4, device=device)  # loss, top1 hits, top5 hits, samples
     for x, y in _limited(loader, limit_batches):
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        logits = model(x)
+        x, y = loop.inputs(x), y.to(device, non_blocking=True)
+        with loop.autocast():
+            logits = model(x).float()
         hits = logits.topk(min(5, logits.shape[1]), dim=1).indices.eq(y.unsqueeze(1))
         sums += torch.stack([nn.functional.cross_entropy(logits, y, reduction="sum"), hits[:, 0].sum(),
                              hits.any(dim=1).sum(), torch.tensor(y.shape[0], device=device)]).float()  # fmt: skip
@@ -283,7 +320,8 @@ def fit(
         resumed = start if epoch == start.epoch else Position(epoch)
         data_loss, rule_losses = train_one_epoch(model, train_loader, optimizer, hooks, epoch=epoch, loop=loop,
                                                  start=resumed, observers=observers)  # fmt: skip
-        metrics = evaluate(model, val_loader, device=loop.device, limit_batches=loop.limit_batches, world=loop.world)
+        metrics = evaluate(model, val_loader, device=loop.device, limit_batches=loop.limit_batches, world=loop.world,
+                           loop=loop)  # fmt: skip
         if not math.isfinite(metrics["val_loss"]):  # the same on every process: the sums were reduced
             raise Diverged(epoch, None, metrics["val_loss"], hooks.penalty_values())
         hooks.on_epoch_end(epoch, metrics)
