@@ -110,8 +110,9 @@ def exact_config(resume: Resume, layers: list[dict[str, Any]]) -> RunConfig:
             "Drop those flags, or add --reset-optimizer to fine-tune from its weights in a new run"
         )
     free = {k: getattr(asked, k) for k, s in SETTINGS.items() if s.resume == "free"}
-    given = resolve_config(layers)  # where a new run directory goes (a checkpoint outside any run)
-    free.update(out_dir=given.out_dir, name=given.name)
+    given = {k: v for layer in layers for k, v in layer.items() if v is not None}
+    # where a new run directory goes (a checkpoint outside any run); the run's own stays recorded
+    free.update(out_dir=given.get("out_dir", saved.get("out_dir", "runs")), name=given.get("name"))
     return resolve_config([{**saved, "name": None}, free])
 
 

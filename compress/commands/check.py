@@ -67,7 +67,9 @@ def _rule_lines(bound: BoundRule, run_epochs: int) -> list[str]:
 def _prune_lines(bound: BoundPruneRule, run_epochs: int) -> list[str]:
     """The pruner, when its masks act, and each parameter with its number of groups and level."""
     rule = bound.rule
-    lines = [f"rule {rule.name}: prune {rule.criterion} {rule.groups}, {rule.level.describe()}, "
+    own = all(t.value != rule.level.value for t in bound.targets) and rule.level.value == 0 and bound.targets
+    level = f"{rule.level.kind} per parameter" if own else rule.level.describe()
+    lines = [f"rule {rule.name}: prune {rule.criterion} {rule.groups}, {level}, "
              f"{rule.epochs.describe(run_epochs)}{_masks_until(rule, run_epochs)}"]  # fmt: skip
     steps = _sparsity_steps(bound, run_epochs)
     if steps:

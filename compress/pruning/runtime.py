@@ -30,6 +30,14 @@ from compress.pruning.binding import BoundPruneRule, BoundPruneTarget
 from compress.pruning.criteria import Evidence
 
 
+def _weighted(aimed: list[tuple[float | None, int]]) -> float | None:
+    """The level a rule aimed for over all its groups: each layer's own level, weighted by its groups."""
+    if not aimed or any(level is None for level, _ in aimed):
+        return None
+    total = sum(n for _, n in aimed)
+    return sum(level * n for level, n in aimed) / total if total else None
+
+
 class Pruning:
     """The runtime of every pruning rule of a run."""
 
@@ -137,14 +145,16 @@ class Pruning:
         rule = bound.rule
         leader = self._leader_keep(bound, epoch) if rule.dependency == "leader" else None
         old = self.masks.get(rule.name, {})
-        new = {}
+        new, aimed = {}, []
         for t in bound.targets:
             mask = self._mask(bound, t, epoch, leader, old.get(t.param_name))
+            aimed.append((self.level.get(rule.name), G.get(rule.groups).count(tuple(t.param.shape))))
             if mask is not None:
                 new[t.param_name] = mask
             elif t.param_name in old:
                 new[t.param_name] = old[t.param_name]  # Distiller: too few groups to prune, the old mask stays
         self.masks[rule.name] = new
+        self.level[rule.name] = _weighted(aimed)
         keep_dense = rule.masking.dense_copy and not rule.masking.forward_only
         if apply:
             for name, mask in new.items():
@@ -356,8 +366,12 @@ class Pruning:
         return None if epochs.end is None else epochs.end - 1
 
     def _finished(self, bound: BoundPruneRule) -> bool:
+        """No pruning step needs gradient scores any more: past the last pruning epoch, or at its
+        start when masks are not recomputed within epochs."""
         last = bound.rule.epochs.last_active()
-        return last is not None and self.epoch >= last
+        if last is None:
+            return False
+        return self.epoch > last if bound.rule.masking.recompute_every else self.epoch >= last
 
     def _gradient_window(self, bound: BoundPruneRule) -> bool:
         """Distiller's gradient hook lived from the rule's first epoch to the end of its last."""

@@ -303,6 +303,12 @@ def read_policy_args(check: FieldChecker, policy: YamlMap, field: str, definitio
         return None
     if rule is None or masking is None:
         return None
+    if rule.rescale and not masking.forward_only:
+        check.error(policy.line_of("pruner"), f"{field}.pruner.args", "BernoulliFilterPruner scales the filters it "
+                    "keeps by 1 / the kept fraction; applied after every step (no mask_on_forward_only) that scaling "
+                    "compounds at each step, as it did in Distiller: add mask_on_forward_only: true and "
+                    "use_double_copies: true, as Distiller's DropFilter schedules did")  # fmt: skip
+        return None
     rule = replace(rule, epochs=epochs, masking=masking, line=policy.line)
     levels = args.get("levels")
     if levels is not None:
