@@ -23,6 +23,7 @@ top-1 (final epoch) no more than 0.5 point under that seed's baseline.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import subprocess
 import sys
@@ -89,6 +90,8 @@ def train(schedule: Path, name: str, out_dir: Path, epochs: int, seed: int, verb
         raise SystemExit(f"{' '.join(cmd)} failed with exit code {proc.returncode}")
     run = out_dir / name
     summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+    with open(run / "metrics.csv", newline="", encoding="utf-8") as f:
+        summary["final_sparsity"] = float(list(csv.DictReader(f))[-1]["sparsity"])  # the last epoch's
     state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
     return {"summary": summary, "state_dict": state["state_dict"], "seconds": seconds, "run": run}
 
