@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,8 +17,8 @@ from typing import Any
 from torch import nn
 
 from compress.checkpoint import RunState, load_checkpoint
-from compress.config import RunConfig, checked, resolve_config
-from compress.errors import CompressError
+from compress.config import SETTINGS, RunConfig, checked, resolve_config
+from compress.errors import CompressError, Diagnostic
 from compress.models.user import confirm_named
 
 
@@ -45,8 +47,10 @@ def load_artifacts(path: Path, what: str = "RUN_OR_CKPT", *, prefer: str = RUN_C
     """A run directory (its ``best.pt``: the one checkpoint every command that reads a run uses, and
     the one the end-of-run summary describes) or a checkpoint file. ``arch``: what the command line
     named with ``--arch``; a checkpoint of a user's own model needs it (``confirm_named``)."""
+    from compress.files import path_kind
+
     path = Path(path)
-    if path.is_dir():
+    if path_kind(path, what) == "dir":
         file = path / prefer
         if not file.exists():
             raise CompressError(f"{what}: {path} holds no {prefer}; is it a run directory?")
@@ -82,17 +86,42 @@ def _number(text: str) -> Any:
 
 
 def model_from(artifacts: RunArtifacts) -> nn.Module:
-    """The checkpoint's model with its weights, built as the run built it."""
+    """The checkpoint's model with its weights, built as the run built it. A problem with what the
+    checkpoint stores (its model name, dataset, thinned architecture) names the checkpoint, not a
+    flag the user never gave."""
     from compress.experiment import build_model_for
     from compress.resume import load_weights
 
-    model = build_model_for(artifacts.config)
-    if artifacts.state.thinned_spec:
-        from compress.thinning import rebuild
+    with blaming(artifacts.checkpoint):
+        model = build_model_for(artifacts.config)
+        if artifacts.state.thinned_spec:
+            from compress.thinning import rebuild
 
-        rebuild(model, artifacts.state.thinned_spec)
-    load_weights(model, artifacts.state, artifacts.checkpoint, artifacts.config.arch)
+            rebuild(model, artifacts.state.thinned_spec)
+    load_weights(model, artifacts.state, artifacts.checkpoint, artifacts.config.arch, "checkpoint")
     return model.eval()
+
+
+@contextmanager
+def blaming(checkpoint: Path, flags: dict[str, Any] | None = None) -> Iterator[None]:
+    """Errors about settings read from ``checkpoint`` (``--arch: unknown model ...``) name the
+    checkpoint and its config key instead; a setting given as a flag (``flags``) keeps its flag."""
+    try:
+        yield
+    except CompressError as exc:
+        raise CompressError([_blamed(d, checkpoint, flags or {}) for d in exc.diagnostics]) from None
+
+
+def _blamed(d: Diagnostic, checkpoint: Path, flags: dict[str, Any]) -> Diagnostic:
+    if d.file is not None:
+        return d
+    head, sep, rest = d.message.partition(": ")
+    key = head[2:].replace("-", "_") if head.startswith("--") else None
+    if sep and key in SETTINGS and flags.get(key) is None:
+        return Diagnostic(f"{checkpoint}: config.{key}: {rest}")
+    if sep and head == "thinned spec":
+        return Diagnostic(f"{checkpoint}: thinned_spec: {rest}")
+    return d
 
 
 def touched_parameters(artifacts: RunArtifacts) -> list[str]:

@@ -3,6 +3,7 @@ running pickled code, and checked field by field before anything uses them."""
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from dataclasses import dataclass, fields
@@ -12,6 +13,7 @@ from typing import Any
 import torch
 
 from compress.errors import CompressError
+from compress.files import path_kind
 
 FORMAT = "compress-checkpoint"
 VERSION = 1
@@ -96,12 +98,51 @@ def _problems(raw: dict[str, Any]) -> list[tuple[str, str]]:
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             out.append((name, f"is a {type(value).__name__}, not a {' or '.join(t.__name__ for t in types)}"))
     tensors = raw.get("state_dict")
-    if isinstance(tensors, dict) and not all(isinstance(v, torch.Tensor) for v in tensors.values()):
-        out.append(("state_dict", "holds something that is not a tensor"))
+    if isinstance(tensors, dict) and not _tensor_map(tensors):
+        out.append(("state_dict", "holds something that is not a parameter name and its tensor"))
     for name in ("next_epoch", "next_step"):
         value = raw.get(name, 0)
         if isinstance(value, int) and value < 0:
             out.append((name, f"is negative ({value})"))
+    return out + _nested_problems(raw)
+
+
+def _tensor_map(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _nested_problems(raw: dict[str, Any]) -> list[tuple[str, str]]:
+    """Inside the fields: what restoring reads, so that damage is this one error, not a traceback."""
+    out = []
+    optimizer = raw.get("optimizer")
+    if isinstance(optimizer, dict) and not (isinstance(optimizer.get("state"), dict) and isinstance(
+            optimizer.get("param_groups"), list) and all(isinstance(g, dict) and isinstance(g.get("params"), list)
+                                                         for g in optimizer["param_groups"])):  # fmt: skip
+        out.append(("optimizer", "is not an optimizer's state_dict (state, param_groups)"))
+    scheduler = raw.get("scheduler")
+    if isinstance(scheduler, dict):
+        pruning = scheduler.get("pruning", {})
+        ok = _tensor_map(scheduler.get("masks", {})) and isinstance(scheduler.get("lr_schedulers", []), list)
+        ok = ok and isinstance(pruning, dict) and all(_tensor_map(v) for v in pruning.get("masks", {}).values())
+        position = scheduler.get("position", [-1, 0])
+        if not ok or not (isinstance(position, (list, tuple)) and len(position) == 2):
+            out.append(("scheduler", "is not the compression scheduler's state"))
+    rng = raw.get("rng")
+    if isinstance(rng, dict) and not (isinstance(rng.get("torch"), torch.Tensor) and isinstance(
+            rng.get("python"), (list, tuple)) and len(rng["python"]) == 3):  # fmt: skip
+        out.append(("rng", "is not a random-number-generator state"))
+    totals = raw.get("epoch_totals")
+    rules = totals.get("rules", {}) if isinstance(totals, dict) else {}
+    if isinstance(totals, dict) and not (isinstance(totals.get("seen", 0), int) and _number(totals.get("data", 0.0))
+                                         and isinstance(rules, dict) and all(_number(v) for v in rules.values())):
+        out.append(("epoch_totals", "is not an epoch's running sums"))  # fmt: skip
+    key = raw.get("best_key")
+    if isinstance(key, list) and not all(_number(v) for v in key):
+        out.append(("best_key", f"holds something that is not a finite number: {key!r}"[:120]))
     return out
 
 
@@ -137,8 +178,9 @@ def save_checkpoint(state: RunState | dict[str, Any], path: Path) -> None:
 
 def load_checkpoint(path: Path | str, what: str = "checkpoint") -> RunState:
     path = Path(path)
-    if not path.is_file():
-        raise CompressError(f"{what}: {'is a directory' if path.is_dir() else 'file not found'}: {path}")
+    kind = path_kind(path, what)
+    if kind != "file":
+        raise CompressError(f"{what}: {'is a directory' if kind == 'dir' else 'file not found'}: {path}")
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for foreign or truncated files

@@ -200,8 +200,13 @@ def train(schedule_path: Path | None, resume: Path | None, reset_optimizer: bool
     else:
         config = _settings(schedule, config_path, flags).config
     show_progress = sys.stderr.isatty() if progress is None else progress
-    run_training(schedule, config, overwrite=overwrite, progress=show_progress, echo=click.echo,
-                 warn=_print_warnings, resume=run, plots=plots, table=table)  # fmt: skip
+    from contextlib import nullcontext
+
+    from compress.artifacts import blaming
+
+    with blaming(run.path, flags) if run is not None else nullcontext():  # what the checkpoint stores is its own
+        run_training(schedule, config, overwrite=overwrite, progress=show_progress, echo=click.echo,
+                     warn=_print_warnings, resume=run, plots=plots, table=table)  # fmt: skip
 
 
 @main.command()
@@ -345,3 +350,75 @@ def sense(path: Path, group: str, levels: str | None, patterns: tuple[str, ...],
     run_sense(path, group=group, levels=levels, patterns=patterns, limit_batches=limit_batches, device=device,
               output=output, drop=drop, progress=tqdm_progress if show_progress else None, echo=click.echo,
               width=terminal_width(), arch=arch)  # fmt: skip
+
+
+@main.command()
+@click.argument("path", metavar="RUN_OR_CKPT", type=FILE)
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="The ONNX file [default: RUN/model.onnx, or NAME.onnx beside a checkpoint file].")  # fmt: skip
+@click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
+@click.option("--batch", type=click.IntRange(min=1), default=None,
+              help="Fix the batch dimension to N [default: dynamic].")  # fmt: skip
+@click.option("--opset", type=click.IntRange(min=7), default=None,
+              help="ONNX opset version [default: the exporter's].")  # fmt: skip
+@CONFIRM_ARCH
+def export(path: Path, output: Path | None, overwrite: bool, batch: int | None, opset: int | None,
+           arch: str | None) -> None:  # fmt: skip
+    """Write an ONNX model of a checkpoint (a run directory means its best.pt), checked in ONNX
+    Runtime on validation images (needs the export extra: onnx, onnxscript, onnxruntime)."""
+    from compress.commands.export import export_checkpoint
+
+    for line in export_checkpoint(path, output, batch=batch, overwrite=overwrite, arch=arch, opset=opset):
+        click.echo(line)
+
+
+@main.command()
+@click.option("--schedule", "schedule_path", type=FILE, required=True, help="The schedule whose numbers are searched.")
+@click.option("--search", "searches", multiple=True, metavar="PATH=LOW:HIGH[:log|:int] | PATH=A,B,C",
+              help="A number of the schedule and its range or choices (repeatable): "
+              "conv-filters.layers.conv1.weight=1e-3:1:log, conv-filters.epochs.1=5:20:int.")  # fmt: skip
+@click.option("--trials", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Finished trials the study should hold (a resumed study runs the rest).")  # fmt: skip
+@click.option("--objective", default="top1,filters", show_default=True,
+              help="top1 and the sparsity to maximize: top1,filters | top1,macs | top1,params.")  # fmt: skip
+@click.option("--min-top1", type=float, help="Accept only trials with at least this validation top1 (a constraint).")
+@click.option("--stop-margin", type=float, default=2.0, show_default=True,
+              help="With --min-top1: stop a trial whose best top1 is this many points under it after half its epochs.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes.")
+@click.option("--study-dir", type=FILE, help="Where the study lives [default: tune/<schedule name>].")
+@click.option("--study-name", help="The study's name in its storage [default: the study directory's name].")
+@click.option("--storage", metavar="URL", help="A database shared by several machines (postgresql://...) "
+              "[default: sqlite in STUDY_DIR/study.db].")  # fmt: skip
+@click.option("--resume", is_flag=True, help="Continue the study in --study-dir (finished trials are kept).")
+@click.option("--baseline", "baseline_run", type=FILE, help="A run to mark in the table and plot (e.g. a dense one).")
+@setting_options("train")
+@click.option("--plots/--no-plots", default=True, help="pareto.png (needs matplotlib).")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+def tune(schedule_path: Path, searches: tuple[str, ...], trials: int, objective: str, min_top1: float | None,
+         stop_margin: float, jobs: int, study_dir: Path | None, study_name: str | None, storage: str | None,
+         resume: bool, baseline_run: Path | None, config_path: Path | None, plots: bool, progress: bool | None,
+         **flags: Any) -> None:  # fmt: skip
+    """Search the schedule's numbers (strengths, levels, epochs) for the most sparsity at the
+    accuracy you accept: every trial a compress train run in STUDY_DIR/trials/NNN (needs optuna)."""
+    from compress.commands.tune import prepare, rerun_command, run_tune
+    from compress.tuning.engine import require_optuna
+
+    require_optuna()
+    for key in ("out_dir", "name"):
+        if flags.get(key) is not None:
+            raise click.UsageError(f"--{key.replace('_', '-')}: every trial runs in STUDY_DIR/trials/NNN")
+    schedule = _load_schedule(schedule_path)
+    config = _settings(schedule, config_path, flags).config
+    setup = prepare(schedule, config, searches, objective=objective, min_top1=min_top1, stop_margin=stop_margin,
+                    trials=trials, jobs=jobs, study_dir=study_dir, study_name=study_name, storage=storage,
+                    arch=flags.get("arch"))  # fmt: skip
+    full = _settings(schedule, config_path, {**flags, "epochs": None, "limit_batches": None}).config.epochs
+    rerun = rerun_command(full if full > config.epochs else 2 * config.epochs, flags, config_path)
+    show_progress = sys.stderr.isatty() if progress is None else progress
+    try:
+        run_tune(setup, resume=resume, baseline_run=baseline_run, plots=plots, progress=show_progress,
+                 echo=click.echo, rerun=rerun)  # fmt: skip
+    except KeyboardInterrupt:
+        click.echo(f"stopped; the finished trials are in {setup.study_dir}; continue with the same command and "
+                   "--resume", err=True)  # fmt: skip
+        raise click.exceptions.Exit(130) from None

@@ -68,9 +68,26 @@ class Setting:
 FLOAT32_MAX = 3.4028234663852886e38  # an optimizer cannot apply a larger step to float32 weights
 
 
+def _not_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # bytes of another encoding, carried as surrogates from argv
+        return True
+    return False
+
+
+def a_path(text: str) -> str | None:
+    """A directory a run writes to: any path the file system can take."""
+    if "\0" in text or _not_utf8(text):
+        return f"not a usable path (a NUL byte or bytes that are not UTF-8): {text!r}"
+    return None
+
+
 def one_path_component(name: str) -> str | None:
     """A run name is a directory inside ``--out-dir``: one path component, never a way out of it."""
-    if name in ("", ".", "..") or any(c in name for c in "/\\\0") or len(name.encode()) > 255:
+    if a_path(name):
+        return a_path(name)
+    if name in ("", ".", "..") or any(c in name for c in "/\\") or len(name.encode()) > 255:
         return f"a run name is one directory name inside --out-dir (no '/', '..' or '\\'), got {name!r}"
     return None
 
@@ -172,10 +189,12 @@ class RunConfig:
         str,
         resume="pinned",
         flag="run",
+        rule=lambda path: "an empty path names no file" if path == "" else a_path(path),
         help="Start from this local state_dict (the head is replaced if classes differ).",
     )
     # what a run writes, not what it computes
-    out_dir: str = setting("runs", str, resume="free", flag="train", help="Where run directories go (default runs).")
+    out_dir: str = setting("runs", str, resume="free", flag="train", rule=a_path,
+                           help="Where run directories go (default runs).")  # fmt: skip
     name: str | None = setting(
         None, str, resume="free", flag="train", rule=one_path_component,
         help="Run directory name inside --out-dir (default: schedule name and a timestamp).",

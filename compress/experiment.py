@@ -45,7 +45,7 @@ def seed_everything(seed: int) -> None:
     try:
         import numpy
 
-        numpy.random.seed(seed)
+        numpy.random.seed(seed % 2**32)  # NumPy's legacy seed takes 32 bits; ours may be up to 2**63 - 1
     except ImportError:
         pass
 
@@ -94,7 +94,7 @@ def plan(
     notes = load_pretrained(model, config.pretrained) if config.pretrained else []
     model = model.to(device or "cpu")
     rules, warnings = bind(schedule, model, epochs=config.epochs, weight_decay=config.weight_decay,
-                           model_name=config.arch)  # fmt: skip
+                           model_name=config.arch, lr=config.lr)  # fmt: skip
     return model, rules, [Diagnostic(note) for note in notes] + warnings
 
 

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch.optim import lr_scheduler as torch_lr
 
+from compress.config import FLOAT32_MAX
 from compress.errors import Diagnostic, suggest
 from compress.schedule.model import Epochs, LRSchedulerSpec
 
@@ -205,9 +206,11 @@ def describe_rates(rates: list[float | None]) -> str:
     return ", ".join(parts)
 
 
-def check_lr_scheduler(spec: LRSchedulerSpec, source: str, run_epochs: int | None = None) -> list[Diagnostic]:
+def check_lr_scheduler(spec: LRSchedulerSpec, source: str, run_epochs: int | None = None,
+                       base_lr: float = 1.0) -> list[Diagnostic]:  # fmt: skip
     """Every problem with one spec: its class on its clock, its arguments, and the rates it gives over
-    the run (a division by zero, a rate that is not a finite positive number), found before training."""
+    the run (a division by zero, a rate that is not a finite positive number, or one beyond what an
+    optimizer can apply to float32 weights at the run's ``base_lr``), found before training."""
     field = f"lr_scheduler {spec.cls}"
 
     def problem(message: str, key: str | None = None) -> list[Diagnostic]:
@@ -236,6 +239,9 @@ def check_lr_scheduler(spec: LRSchedulerSpec, source: str, run_epochs: int | Non
         if rate is not None and (isinstance(rate, complex) or not math.isfinite(rate) or rate < 0):
             return problem(f"gives a learning rate of {rate} (times the base rate) in epoch {epoch}; "
                            "rates must be finite and not negative")  # fmt: skip
+        if rate is not None and rate * base_lr > FLOAT32_MAX:
+            return problem(f"gives a learning rate of {rate * base_lr:.3g} in epoch {epoch} (base {base_lr:g}), "
+                           "beyond float32's range: no optimizer step can apply it")  # fmt: skip
     return []
 
 

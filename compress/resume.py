@@ -21,7 +21,7 @@ import torch
 
 from compress.checkpoint import RunState, load_checkpoint
 from compress.config import PINNED, SETTINGS, RunConfig, checked, layered_settings, load_config_file, resolve_config
-from compress.errors import CompressError
+from compress.errors import CompressError, Diagnostic
 
 if TYPE_CHECKING:
     from compress.experiment import Experiment
@@ -31,7 +31,9 @@ if TYPE_CHECKING:
 
 def checkpoint_file(path: Path) -> Path:
     """A run directory means its latest checkpoint."""
-    return path / "checkpoint.pt" if path.is_dir() else path
+    from compress.files import path_kind
+
+    return path / "checkpoint.pt" if path_kind(path, "--resume") == "dir" else path
 
 
 @dataclass
@@ -88,7 +90,11 @@ def resumed_run(path: Path, *, reset: bool, schedule: Schedule | None, config_pa
     resume = load_resume(path, exact=not reset, arch=flags.get("arch"))
     state = resume.state
     if schedule is None:
-        schedule = parse_schedule(state.schedule_text, state.schedule_source, defer_errors=True)
+        try:
+            schedule = parse_schedule(state.schedule_text, state.schedule_source, defer_errors=True)
+        except CompressError as exc:  # the text is the checkpoint's copy: name the checkpoint
+            raise CompressError([Diagnostic(d.message, f"{resume.path}: its schedule {d.file}", d.line, d.field)
+                                 for d in exc.diagnostics]) from None  # fmt: skip
     elif not reset:
         check_same_schedule(resume, schedule)
     if reset:
@@ -102,9 +108,10 @@ def exact_config(resume: Resume, layers: list[dict[str, Any]]) -> RunConfig:
     """The checkpoint's settings; a layer that changes a pinned one is refused, naming it."""
     saved = resume.state.config
     asked = resolve_config([saved, *layers])
-    changed = [k for k in PINNED if getattr(asked, k) != saved.get(k)]
+    before = resolve_config([saved])  # a setting newer than the checkpoint has its default there
+    changed = [k for k in PINNED if getattr(asked, k) != getattr(before, k)]
     if changed:
-        what = ", ".join(f"{k}={saved.get(k)!r} -> {getattr(asked, k)!r}" for k in changed)
+        what = ", ".join(f"{k}={getattr(before, k)!r} -> {getattr(asked, k)!r}" for k in changed)
         raise CompressError(
             f"--resume: the run was trained with other settings ({what}); an exact resume keeps them. "
             "Drop those flags, or add --reset-optimizer to fine-tune from its weights in a new run"
@@ -180,12 +187,12 @@ def _plain(python_state: tuple) -> tuple:
     return (version, list(internal), gauss)
 
 
-def load_weights(model: torch.nn.Module, state: RunState, path: Path, arch: str) -> None:
+def load_weights(model: torch.nn.Module, state: RunState, path: Path, arch: str, what: str = "--resume") -> None:
     try:
         model.load_state_dict(state.state_dict)
-    except (RuntimeError, KeyError) as exc:
+    except (RuntimeError, KeyError, AttributeError, TypeError) as exc:
         lines = str(exc).strip().splitlines()
         detail = " ".join(line.strip() for line in lines[:3])[:300]
         raise CompressError(
-            f"--resume: {path} (trained as {state.arch!r}) does not fit model {arch!r}: {detail}"
+            f"{what}: {path} (trained as {state.arch!r}) does not fit model {arch!r}: {detail}"
         ) from None

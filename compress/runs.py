@@ -26,15 +26,18 @@ def default_run_name(schedule_source: str) -> str:
 
 def create_run_dir(out_dir: str, name: str, *, overwrite: bool = False) -> Path:
     """Never reuses a directory that holds files unless told to: a finished run is somebody's result."""
+    from compress.files import path_kind
+
     path = Path(out_dir) / name
-    if path.exists() and not path.is_dir():
+    kind = path_kind(path, "--out-dir/--name")
+    if kind not in ("dir", "missing"):
         raise CompressError(f"--out-dir/--name: {path} exists and is not a directory")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
+    if kind == "dir" and any(path.iterdir()) and not overwrite:
         raise CompressError(f"--name: run directory {path} already exists; pick another --name or pass --overwrite")
     try:
         path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CompressError(f"--out-dir: cannot create {path}: {exc.strerror}") from None
+    except (OSError, ValueError) as exc:
+        raise CompressError(f"--out-dir: cannot create {path}: {getattr(exc, 'strerror', None) or exc}") from None
     return path
 
 
@@ -163,9 +166,11 @@ class BestRule:
                 if kind != "sparsity-at-top1":
                     raise ValueError
                 self.bound = float(bound)
+                if not 0 <= self.bound <= 100:  # also refuses nan and inf
+                    raise ValueError
             except ValueError:
                 raise CompressError(
-                    f"--best: unknown rule {spec!r}; valid: top1, sparsity-at-top1 B (B a top1 in %)"
+                    f"--best: unknown rule {spec!r}; valid: top1, sparsity-at-top1 B (B a top1 in %, 0 to 100)"
                 ) from None
 
     def key(self, top1: float, sparsity: float) -> tuple:

@@ -56,7 +56,8 @@ class BoundRule:
 
 
 def bind(
-    schedule: Schedule, model: nn.Module, *, epochs: int, weight_decay: float = 0.0, model_name: str | None = None
+    schedule: Schedule, model: nn.Module, *, epochs: int, weight_decay: float = 0.0, model_name: str | None = None,
+    lr: float = 1.0,
 ) -> tuple[list[BoundRule | BoundPruneRule], list[Diagnostic]]:
     """Resolve every rule against the model: the penalty rules, then the pruning rules. Raises one
     ``CompressError`` with every problem; returns the bound rules and the warnings."""
@@ -83,7 +84,7 @@ def bind(
     _check_orphans(schedule, params, unmatched)
     out += _summarized(unmatched, schedule, model_name)
     for spec in schedule.lr_schedulers:
-        out.extend(check_lr_scheduler(spec, schedule.source, epochs))
+        out.extend(check_lr_scheduler(spec, schedule.source, epochs, lr))
         if not spec.epochs.active_epochs(epochs):
             message = f"never steps in a run of {epochs} epochs ({spec.epochs.describe()})"
             out.append(Diagnostic(message, schedule.source, spec.line, f"lr_scheduler {spec.cls}", warning=True))

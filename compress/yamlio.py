@@ -159,11 +159,14 @@ def parse_yaml(text: str, file: str) -> tuple[Any, list[Duplicate]]:
 
 def read_text(path: Path, what: str) -> str:
     """Read a user's file with an error that says which flag or field named it."""
-    if not path.exists():
+    from compress.files import path_kind
+
+    kind = path_kind(path, what)
+    if kind == "missing":
         raise CompressError(f"{what}: file not found: {path}")
-    if path.is_dir():
+    if kind == "dir":
         raise CompressError(f"{what}: is a directory, not a file: {path}")
-    if not path.is_file():
+    if kind != "file":
         raise CompressError(f"{what}: not a regular file: {path}")
     if path.stat().st_size > MAX_BYTES:
         raise CompressError(f"{what}: {path} is {path.stat().st_size:,} bytes; the limit is {MAX_BYTES:,}")

@@ -144,7 +144,7 @@ def test_plateau_rates_are_unknown_from_its_first_epoch():
         ("{class: StepLR, step_size: 0}", "step_size", "must be a positive integer, got 0"),
         ("{class: StepLR, step_size: 2, gamma: .nan}", "gamma", "must be a positive number, got nan"),
         ("{class: StepLR, step_size: 2, gamma: -0.5}", "gamma", "must be a positive number, got -0.5"),
-        ("{class: ExponentialLR, gamma: 1.0e+300}", None, "gives a learning rate of inf"),
+        ("{class: ExponentialLR, gamma: 1.0e+300}", None, "gives a learning rate of 1e+300"),
         ("{class: MultiStepLR, milestones: [3, x]}", "milestones", "must be a non-empty list of epochs"),
         ("{class: MultiStepMultiGammaLR, milestones: [3, 6], gammas: [0.1]}", None, "same length"),
         ("{class: PolynomialLR, T_max: 4, power: 0.5}", None, "must be finite and not negative"),
@@ -170,7 +170,7 @@ def test_bad_distiller_lr_arguments_are_located_errors_before_training(lenet5, d
     [
         ("{class: StepLR, step_size: 0}", "step_size: must be a positive integer, got 0"),
         ("{class: StepLR, step_size: 1, gamma: .nan}", "gamma: must be a positive number, got nan"),
-        ("{class: MultiStepLR, milestones: [2, 3], gamma: 1.0e+300}", "gives a learning rate of inf"),
+        ("{class: MultiStepLR, milestones: [2, 3], gamma: 1.0e+300}", "gives a learning rate of 1e+300"),
     ],
 )
 def test_bad_native_lr_arguments_are_errors_too(definition, message):

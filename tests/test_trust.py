@@ -117,8 +117,16 @@ def _refusers(run: Path, tmp_path: Path) -> dict[str, tuple]:
         "plot": ("plot", run),
         "sense": ("sense", run, "--levels", "0.5", "--limit-batches", "1"),
         "train --resume": ("train", "--resume", run),
-        "train --resume --reset-optimizer": ("train", "--resume", run, "--reset-optimizer", "--out-dir",
-                                             tmp_path / "out", "--name", "tuned"),  # fmt: skip
+        "train --resume --reset-optimizer": (
+            "train",
+            "--resume",
+            run,
+            "--reset-optimizer",
+            "--out-dir",
+            tmp_path / "out",
+            "--name",
+            "tuned",
+        ),  # fmt: skip
     }
 
 
@@ -175,6 +183,9 @@ MALFORMED = {  # the issue's list: every command refuses these with one line nam
     "scheduler a string": lambda s: s.update(scheduler="StepLR"),
     "optimizer an int": lambda s: s.update(optimizer=3),
     "state_dict keys not strings": lambda s: s.update(state_dict={0: torch.zeros(2)}),
+    "thinned_spec of the wrong shape": lambda s: s.update(thinned_spec={"fc1": {"x": 1}}),
+    "config arch an unknown model": lambda s: s["config"].update(arch="nosuchmodel"),
+    "config dataset unknown": lambda s: s["config"].update(dataset="nosuchdata"),
 }
 COMMANDS = ["eval", "report", "thin", "train --resume"]
 
@@ -184,8 +195,18 @@ def _command(command: str, path: Path, tmp_path: Path) -> tuple:
         "eval": ("eval", path),
         "report": ("report", path),
         "thin": ("thin", path, "-o", tmp_path / "thin.pt", "--batch", "2"),
-        "train --resume": ("train", "--resume", path, "--epochs", "2", "--out-dir", tmp_path / "out", "--name", "n",
-                           "--no-plots"),  # fmt: skip
+        "train --resume": (
+            "train",
+            "--resume",
+            path,
+            "--epochs",
+            "2",
+            "--out-dir",
+            tmp_path / "out",
+            "--name",
+            "n",
+            "--no-plots",
+        ),  # fmt: skip
     }[command]
 
 
@@ -221,6 +242,7 @@ NESTED = {  # damage inside a field: a command that uses the field refuses the f
     "rng junk": lambda s: s.update(rng={"torch": 1, "python": "x"}),
     "epoch_totals junk": lambda s: s.update(epoch_totals={"seen": "x", "data": [1]}, next_step=1),
     "best_key of strings": lambda s: s.update(best_key=["a", None]),
+    "schedule_text not YAML": lambda s: s.update(schedule_text="rules: [[["),
 }
 
 
@@ -271,16 +293,22 @@ def test_a_proximal_step_beyond_float32_zeroes_the_layer_exactly(tmp_path):
         assert torch.count_nonzero(fc1) == 0, name
 
 
-@pytest.mark.parametrize(("value", "message"), [("-1", "must be >= 0"), ("nan", "must be a finite number"),
-                                                ("inf", "must be a finite number"), ("1e39", "must be <= ")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("-1", "must be >= 0"), ("nan", "must be a finite number"), ("inf", "must be a finite number"),
+     ("1e39", "must be <= ")],
+)  # fmt: skip
 def test_a_bad_lr_flag_is_one_line(tmp_path, value, message):
     result = invoke("train", "--schedule", BASELINE, "--lr", value, *SMALL, "--out-dir", tmp_path, "--name", "r")
     _one_line_error(result, 2, "--lr", message)
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.parametrize(("value", "message"), [(".nan", "must be a finite number"), ("1.0e+39", "must be <= "),
-                                                ("-1", "must be >= 0"), ("abc", "expected a number")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [(".nan", "must be a finite number"), ("1.0e+39", "must be <= "), ("-1", "must be >= 0"),
+     ("abc", "expected a number")],
+)  # fmt: skip
 def test_a_bad_lr_in_a_config_file_is_one_located_line(tmp_path, value, message):
     config = tmp_path / "c.yaml"
     config.write_text(f"lr: {value}\n")
@@ -438,7 +466,8 @@ def test_resuming_a_finished_run_says_so_and_writes_nothing(run_copy):
     assert result.exit_code == 0, result.output
     lines = _errors(result)
     assert len(lines) == 1, result.output
-    assert "the run is finished (1 of 1 epochs)" in lines[0] and f"compress train --resume {run_copy} --epochs N" in lines[0]
+    assert "the run is finished (1 of 1 epochs)" in lines[0], lines[0]
+    assert f"compress train --resume {run_copy} --epochs N" in lines[0], lines[0]
     assert _mtimes(run_copy) == before, "a finished run was touched"
 
 

@@ -30,8 +30,11 @@ def _layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        what = "is a directory" if path.is_dir() else "not a regular file" if path.exists() else "file not found"
+    from compress.files import path_kind
+
+    kind = path_kind(path, "--pretrained")
+    if kind != "file":
+        what = {"dir": "is a directory", "other": "not a regular file"}.get(kind, "file not found")
         raise CompressError(f"--pretrained: {what}: {path}")
     try:
         obj: Any = torch.load(path, map_location="cpu", weights_only=True)

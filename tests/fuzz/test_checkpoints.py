@@ -108,8 +108,11 @@ ARCHES = [
 ]
 ARCH = st.one_of(
     st.sampled_from(ARCHES),
-    st.builds(lambda a, b: f"{a}:{b}", st.sampled_from(["fuzzmark", "os", "a.b", "", "..x", "\u202e"]),
-              st.sampled_from(["build", "", "x.y", "system"])),  # fmt: skip
+    st.builds(
+        lambda a, b: f"{a}:{b}",
+        st.sampled_from(["fuzzmark", "os", "a.b", "", "..x", "\u202e"]),
+        st.sampled_from(["build", "", "x.y", "system"]),
+    ),
     st.sampled_from(NASTY_STRINGS),
 )
 TENSOR_DTYPES = [torch.float16, torch.bfloat16, torch.float64, torch.int64, torch.uint8, torch.bool, torch.complex64]
@@ -305,23 +308,29 @@ def _user_model(state) -> bool:
     return any(isinstance(a, str) and ":" in a for a in stored)
 
 
+RESUME_FLAGS = ("--epochs", "2", "--name", "resumed", "--overwrite", "--no-plots", "--table", "none")
+
+
 def _command(command: str, path: Path, sandbox) -> tuple:
     return {
         "eval": ("eval", path),
         "report": ("report", path),
         "thin": ("thin", path, "-o", sandbox["out"] / "thin.pt", "--overwrite", "--batch", "2"),
-        "resume": ("train", "--resume", path, "--epochs", "2", "--out-dir", sandbox["out"], "--name", "resumed",
-                   "--overwrite", "--no-plots", "--table", "none"),  # fmt: skip
+        "resume": ("train", "--resume", path, "--out-dir", sandbox["out"], *RESUME_FLAGS),
     }[command]
 
 
-def _note(text: str) -> None:
-    """``hypothesis.note`` inside a property; nothing in the single-example tests."""
+def _note(text: str, event: str | None = None) -> None:
+    """``hypothesis.note`` (and ``event``, for ``--hypothesis-show-statistics``) inside a property;
+    nothing in the single-example tests."""
+    from hypothesis import event as count
     from hypothesis import note
     from hypothesis.control import _current_build_context
 
     if _current_build_context.value is not None:
         note(text)
+        if event:
+            count(event)
 
 
 def check_checkpoint(sandbox, command: str, case: Case) -> None:
@@ -349,12 +358,9 @@ def check_checkpoint(sandbox, command: str, case: Case) -> None:
         ours = [f for f in where if "/compress/" in f.filename] or where
         raise AssertionError(f"compress {command} {case!r}: traceback {type(crash).__name__}: {str(crash)[:300]} "
                              f"at {ours[-1].filename}:{ours[-1].lineno} ({ours[-1].name})") from None  # fmt: skip
-    _note(f"{case!r}\nexit {result.exit_code}: {result.output[-2000:]}")
+    _note(f"{case!r}\nexit {result.exit_code}: {result.output[-2000:]}", f"{command}: exit {result.exit_code}")
     assert "Traceback" not in result.output
     assert result.exit_code in (0, 2), f"exit code {result.exit_code}"
-    if result.exit_code == 2:
-        errors = [line for line in result.output.splitlines() if line.startswith("error")]
-        assert len(errors) <= 1, result.output
     if kind == "state" and _user_model(content):
         assert result.exit_code == 2, "a checkpoint naming a model of the user's own was loaded"
     assert set(sandbox["cwd"].iterdir()) - cwd_before <= {sandbox["cwd"] / "__pycache__"}, "wrote into the cwd"
@@ -365,25 +371,25 @@ def check_checkpoint(sandbox, command: str, case: Case) -> None:
 # reach the code that uses the damaged field
 
 
-@settings(FUZZ, max_examples=_examples(45))
+@settings(FUZZ, max_examples=_examples(35))
 @given(data=st.data())
 def test_eval_fuzz(sandbox, data):
     check_checkpoint(sandbox, "eval", data.draw(checkpoint_cases(sandbox)))
 
 
-@settings(FUZZ, max_examples=_examples(45))
+@settings(FUZZ, max_examples=_examples(35))
 @given(data=st.data())
 def test_report_fuzz(sandbox, data):
     check_checkpoint(sandbox, "report", data.draw(checkpoint_cases(sandbox)))
 
 
-@settings(FUZZ, max_examples=_examples(30))
+@settings(FUZZ, max_examples=_examples(15))
 @given(data=st.data())
 def test_thin_fuzz(sandbox, data):
     check_checkpoint(sandbox, "thin", data.draw(checkpoint_cases(sandbox)))
 
 
-@settings(FUZZ, max_examples=_examples(30))
+@settings(FUZZ, max_examples=_examples(25))
 @given(data=st.data())
 def test_resume_fuzz(sandbox, data):
     check_checkpoint(sandbox, "resume", data.draw(checkpoint_cases(sandbox)))

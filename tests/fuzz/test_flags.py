@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import traceback
 from pathlib import Path
 
 import click
@@ -190,6 +191,15 @@ def _argv(flags: list[tuple[str, str, str | None]]) -> list[str]:
     return [part for _, flag, value in flags for part in ((flag,) if value is None else (flag, value))]
 
 
+def _event(value: str) -> None:
+    """Hypothesis' statistics (``--hypothesis-show-statistics``): how many examples got how far."""
+    from hypothesis import event
+    from hypothesis.control import _current_build_context
+
+    if _current_build_context.value is not None:
+        event(value)
+
+
 def check_outcome(box: Sandbox, args: list, flags: list[tuple[str, str, str | None]]) -> None:
     out_dir = box.out
     for name, _, value in flags:
@@ -198,8 +208,12 @@ def check_outcome(box: Sandbox, args: list, flags: list[tuple[str, str, str | No
     before = box.tree()
     try:
         result = invoke(*args)
-    except Exception as exc:
-        raise AssertionError(f"traceback {type(exc).__name__}: {str(exc)[:300]}") from exc
+    except Exception as exc:  # a traceback a user would see: shown short, with the frame that raised it
+        frames = traceback.extract_tb(exc.__traceback__)
+        at = ([f for f in frames if "/compress/" in f.filename] or frames)[-1]
+        raise AssertionError(f"compress {args[0]} {_argv(flags)!r}: traceback {type(exc).__name__}: {str(exc)[:200]} "
+                             f"at {at.filename}:{at.lineno} ({at.name})") from exc  # fmt: skip
+    _event(f"{args[0]}: exit {result.exit_code}")
     assert "Traceback" not in result.output, result.output
     assert result.exit_code in (0, 2), (result.exit_code, result.output[-2000:])
     new = box.tree() - before
@@ -219,7 +233,7 @@ def test_every_run_setting_is_a_flag():
     assert {n for n, s in SETTINGS.items() if s.flag == "run"} <= set(check)
 
 
-@settings(FUZZ, max_examples=_examples(80))
+@settings(FUZZ, max_examples=_examples(150))
 @given(flags=flag_args(CHECK, (1, 3)))
 def test_check_flags_fuzz(sandbox, flags):
     flags = _concrete(sandbox, flags)
@@ -268,3 +282,39 @@ def test_train_only_settings_in_a_config_file_fuzz(sandbox, config):
     if not isinstance(config.get("name"), str):
         args += ["--name", "n"]
     check_outcome(sandbox, args, [("out_dir", "--out-dir", out)] if out is not None else [])
+
+
+# ----------------------------------------------------------------------------- what the fuzzing found
+# each also a plain test, so that it fails by name (and runs first, whatever the properties draw)
+
+FOUND = {
+    "--seed at its maximum (numpy's seed takes < 2**32)": ("check", "--seed", str(2**63 - 1)),
+    "--seed 2**32": ("check", "--seed", str(2**32)),
+    "a --schedule name longer than 255 bytes": ("check", "--schedule", "x" * 256),
+    "a --config name longer than 255 bytes": ("check", "--config", "x" * 256),
+    "a --pretrained name longer than 255 bytes": ("check", "--pretrained", "x" * 256),
+    "a --resume name longer than 255 bytes": ("train", "--resume", "x" * 256),
+    "a --name that is not UTF-8 (argv byte 0xe9)": ("train", "--name", "a\udce9b"),
+    "an --out-dir that is not UTF-8 (argv byte 0xff)": ("train", "--out-dir", "\udcff"),
+}
+
+
+@pytest.mark.parametrize("case", list(FOUND))
+def test_flag_values_the_fuzzing_found(sandbox, case):
+    command, flag, value = FOUND[case]
+    name = {"--out-dir": "out_dir", "--name": "name"}.get(flag, flag)
+    if command == "check":
+        args = ["check", "--schedule", BASELINE, flag, value]
+    else:
+        args = ["train", "--schedule", BASELINE, "--out-dir", sandbox.out, *TRAIN_BASE, flag, value]
+    check_outcome(sandbox, args, [(name, flag, value)])
+
+
+@pytest.mark.parametrize("value", ["a\x00b", "\x00"])
+def test_a_nul_in_out_dir_from_a_config_file(sandbox, value):
+    """YAML's ``"\\0"`` reaches ``out_dir`` (argv cannot carry a NUL)."""
+    path = sandbox.root / "nul.yaml"
+    path.write_text(yaml.safe_dump({"out_dir": value}), encoding="utf-8")
+    args = ["train", "--schedule", BASELINE, "--config", path, "--epochs", "1", "--limit-batches", "1", "--name", "n",
+            "--no-plots", "--table", "none"]  # fmt: skip
+    check_outcome(sandbox, args, [("out_dir", "--out-dir", value.replace("\x00", ""))])
