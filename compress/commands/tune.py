@@ -125,7 +125,8 @@ def study_dir_lock(setup: TuneSetup, resume: bool) -> Iterator[None]:
 def _start(study: Any, setup: TuneSetup, resume: bool, echo: Echo) -> None:
     if resume and setup.storage is None:
         for number in fail_running(study):
-            echo(f"trial {number} was running when the study stopped: marked failed ({setup.trial_dir(number)} is kept)")
+            kept = setup.trial_dir(number)
+            echo(f"trial {number} was running when the study stopped: marked failed ({kept} is kept)")
     if not study.trials:
         enqueue_start(study, setup)
     (setup.study_dir / "tune.json").write_text(json.dumps(setup.describe(), indent=1) + "\n", encoding="utf-8")
@@ -208,7 +209,8 @@ def summarize(study: Any, setup: TuneSetup, *, baseline: Measures | None, plots:
     schedules = best_schedules(best_dir, front, setup.document(), headers)
     write_csv(setup.study_dir / "pareto.csv", front, setup.dims, setup.objective, schedules)
     states = [t.state.name for t in trials]
-    echo(f"{len(trials)} trial{'s' if len(trials) != 1 else ''}: {states.count('COMPLETE')} complete, {states.count('PRUNED')} stopped early, "
+    plural = "s" if len(trials) != 1 else ""
+    echo(f"{len(trials)} trial{plural}: {states.count('COMPLETE')} complete, {states.count('PRUNED')} stopped early, "
          f"{states.count('FAIL')} failed")  # fmt: skip
     if not front:
         best = max((p.measures.top1 for p in points), default=None)

@@ -113,7 +113,8 @@ def counts(study: Any) -> tuple[int, int]:
 
     done = running = 0
     for t in study.get_trials(deepcopy=False):
-        if t.state in (TrialState.COMPLETE, TrialState.PRUNED) or (t.state == TrialState.FAIL and "error" in t.user_attrs):
+        invalid = t.state == TrialState.FAIL and "error" in t.user_attrs  # not a crash: its values were invalid
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED) or invalid:
             done += 1
         elif t.state == TrialState.RUNNING:
             running += 1
@@ -200,7 +201,7 @@ class Objective:
             seen.append(round(top1, 4))
             trial.set_user_attr("top1_by_epoch", list(seen))
 
-        return run_trial(schedule, config, self.setup.stop_rule(), report)
+        return run_trial(schedule, config, self.setup.stop_rule(schedule), report)
 
 
 def _set_constraint(trial: Any, value: float) -> None:

@@ -13,6 +13,7 @@ count:
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -86,23 +87,33 @@ def measure_run(run_dir: Path, arch: str | None = None, what: str = "RUN") -> Me
     from compress.artifacts import load_artifacts, model_from
     from compress.experiment import build_model_for, example_input
     from compress.sparsity import measure_macs
-    from compress.thinning.savings import macs_dense_and_thinned
 
     artifacts = load_artifacts(Path(run_dir), what, arch=arch)
     config = artifacts.config
     top1 = artifacts.state.top1
     if top1 is None:
-        raise CompressError(f"{artifacts.checkpoint}: holds no validation top1")
+        raise CompressError(f"{what}: {artifacts.checkpoint} holds no validation top1")
     model, dense = model_from(artifacts), build_model_for(config).eval()
     example = example_input(config)
     dense_macs = sum(v["dense"] for v in measure_macs(dense, example).values())
-    thinned_macs = macs_dense_and_thinned(model, example)["thinned"]
+    thinned_macs = _thinned_macs(Path(run_dir), model, example)
     live, _ = _live_filters(model)
     _, total = _live_filters(dense)
     params_dense, params_thinned = _params(dense), _thinned_params(model, example)
     return Measures(float(top1), _share(total - live, total), _share(dense_macs - thinned_macs, dense_macs),
                     _share(params_dense - params_thinned, params_dense), total - live, total, dense_macs,
                     thinned_macs, params_dense, params_thinned)  # fmt: skip
+
+
+def _thinned_macs(run_dir: Path, model: nn.Module, example: torch.Tensor) -> int:
+    """What the run's summary says of best.pt (the recorder measured it at the end of the run with
+    ``macs_dense_and_thinned``), or the same measure taken now."""
+    from compress.thinning.savings import macs_dense_and_thinned
+
+    try:
+        return int(json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))["macs"]["thinned"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return macs_dense_and_thinned(model, example)["thinned"]
 
 
 def _share(removed: int, total: int) -> float:

@@ -10,8 +10,11 @@ from pathlib import Path
 from compress.tuning.front import Point
 from compress.tuning.measure import Measures
 
-AXIS = {"filters": "conv filters and linear rows exactly zero (%)", "macs": "MACs removed by thinning (%)",
-        "params": "parameters removed by thinning (%)"}
+AXIS = {
+    "filters": "conv filters and linear rows exactly zero (%)",
+    "macs": "MACs removed by thinning (%)",
+    "params": "parameters removed by thinning (%)",
+}
 
 
 def plot_front(path: Path, points: list[Point], front: list[Point], objective: str, min_top1: float | None,

@@ -10,6 +10,7 @@ from typing import Any
 
 from compress.config import RunConfig
 from compress.errors import CompressError
+from compress.schedule.model import Schedule
 from compress.tuning.document import ScheduleDocument
 from compress.tuning.measure import OBJECTIVES
 from compress.tuning.space import Dimension
@@ -63,8 +64,8 @@ class TuneSetup:
     def document(self) -> ScheduleDocument:
         return ScheduleDocument(self.schedule_text, self.schedule_path)
 
-    def stop_rule(self) -> StopRule:
-        return StopRule(self.min_top1, self.stop_margin, self.config.epochs)
+    def stop_rule(self, schedule: Schedule) -> StopRule:
+        return StopRule.for_schedule(schedule, self.min_top1, self.stop_margin, self.config.epochs)
 
     def describe(self) -> dict[str, Any]:
         """What ``STUDY_DIR/tune.json`` records (and a resumed study is compared with)."""

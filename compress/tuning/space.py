@@ -100,8 +100,10 @@ def _range(spec: str, path: str, body: str, current: Any) -> Dimension:
     if log and low <= 0:
         raise CompressError(f"--search {spec}: a log range needs a low end above 0, got {low:g}")
     if isinstance(current, int) and not integer:
-        raise CompressError(f"--search {spec}: {path} is an integer in the schedule ({current}); add :int "
-                            f"({path}={body}:int), or write it there as {float(current)} to search real numbers")
+        raise CompressError(
+            f"--search {spec}: {path} is an integer in the schedule ({current}); add :int "
+            f"({path}={body}:int), or write it there as {float(current)} to search real numbers"
+        )
     return Dimension(path, "int" if integer else "float", low, high, log, current=current)
 
 
