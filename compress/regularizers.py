@@ -71,6 +71,11 @@ class L1(Penalty):
     def gradient(self, w, group, strength, value=True, eps=0.0):
         return w.sign().mul_(strength), (self.value(w, group, strength) if value else None)
 
+    def add_gradient(self, w, grad, group, strength, value=True, eps=0.0):
+        # one pass fewer than sign, multiply, add; strength x sign is exact, so the bits are the same
+        grad.add_(w.sign(), alpha=strength)
+        return self.value(w, group, strength) if value else None
+
     def proximal(self, w, group, t):
         # softshrink refuses a threshold beyond the dtype's range; any threshold above every |w|
         # zeroes the tensor alike, so the largest finite one gives the exact answer

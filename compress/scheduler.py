@@ -256,17 +256,29 @@ class CompressionScheduler(Participant):
 
     def _penalty_gradients(self) -> dict[str, torch.Tensor]:
         losses: dict[str, torch.Tensor] = {}
-        terms: dict[nn.Parameter, list[torch.Tensor]] = {}
-        sample = self._step % self.value_every == 0
+        terms: dict[nn.Parameter, list[tuple[BoundRule, Any, str]]] = {}
         for bound in self._penalty_rules:
             for t in bound.targets:
                 for group in t.groups:
-                    gradient, value = bound.penalty.gradient(t.param, group, t.strength, sample, bound.eps(group))
-                    terms.setdefault(t.param, []).append(gradient)
-                    if value is not None:
-                        name = bound.rule.name
-                        losses[name] = losses[name] + value if name in losses else value
-        for param, gradients in terms.items():
+                    terms.setdefault(t.param, []).append((bound, t, group))
+        sample = self._step % self.value_every == 0
+
+        def record(bound: BoundRule, value: torch.Tensor | None) -> None:
+            if value is not None:
+                name = bound.rule.name
+                losses[name] = losses[name] + value if name in losses else value
+
+        for param, items in terms.items():
+            if len(items) == 1 and param.grad is not None:  # one term: added in place, no sum to order
+                bound, t, group = items[0]
+                value = bound.penalty.add_gradient(param, param.grad, group, t.strength, sample, bound.eps(group))
+                record(bound, value)
+                continue
+            gradients = []
+            for bound, t, group in items:
+                gradient, value = bound.penalty.gradient(param, group, t.strength, sample, bound.eps(group))
+                gradients.append(gradient)
+                record(bound, value)
             total = gradients[-1]
             for gradient in reversed(gradients[:-1]):
                 total = total.add_(gradient)

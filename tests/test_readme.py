@@ -5,8 +5,8 @@ without an entry below fails it too.
 The README's commands are the lines of its ``bash`` blocks (``\\`` continuations joined, ``&&``
 chains split, comments dropped) and its ``python`` block. What the test changes before running a
 command is listed in SUBSTITUTIONS with the reason; nothing else is changed except that training
-commands get ``--limit-batches 2`` and a short ``--epochs``, and ``compress sense`` evaluates one
-batch per level (``--limit-batches 1``), so the file stays fast."""
+commands and tune's trials get ``--limit-batches 2`` and a short ``--epochs``, and ``compress sense``
+evaluates one batch per level (``--limit-batches 1``), so the file stays fast."""
 
 from __future__ import annotations
 
@@ -39,6 +39,7 @@ SUBSTITUTIONS = [  # (README text, what the test runs instead, why)
     ("~/weights/resnet18-f37072fd.pth", "{weights}", "a randomly initialised torchvision resnet18 state_dict"),
     ("--input-size 224", "--input-size 32", "the same code path at a size the CPU runs in seconds"),
     ("--epochs 30", "--epochs 4", "train longer than the run did, in seconds"),
+    ("--trials 30 --epochs 10", "--trials 2 --epochs 1", "a study of two one-epoch trials"),
     ("runs/lenet5-filters-20261126-101500", "{run}", "the run this test made"),
     ("runs/<run>", "{run}", "the run this test made"),
 ]
@@ -118,8 +119,8 @@ def _argv(command: str, places: dict[str, str]) -> list[str]:
     for old, new, _ in SUBSTITUTIONS:
         command = command.replace(old, new)
     argv = [arg.format(**places) for arg in shlex.split(command)][1:]
-    if argv[0] == "train":
-        if "--resume" not in argv and "--epochs" not in argv:
+    if argv[0] in ("train", "tune"):
+        if argv[0] == "train" and "--resume" not in argv and "--epochs" not in argv:
             argv += ["--epochs", "1"]
         argv += ["--limit-batches", "2"]
     if argv[0] == "sense":
@@ -163,12 +164,15 @@ def test_readme_commands_work(readme_world):
         result = invoke(*argv)
         assert result.exit_code == 0, f"README.md:{line}: {command}\nran: compress {' '.join(argv)}\n{result.output}"
         ran.append(argv[0])
-    assert {"train", "check", "thin", "report", "eval", "plot", "datasets", "models", "sense"} <= set(ran)
+    expected = {"train", "check", "thin", "report", "eval", "plot", "datasets", "models", "sense", "tune", "export"}
+    assert expected <= set(ran)
     assert Path("runs/lenet5-filters/sensitivity.csv").exists()
     assert Path("runs/lenet5-filters/sensitivity-schedule.yaml").exists()
     for png in ("accuracy_sparsity.png", "layer_sparsity.png", "group_norms.png"):
         assert (Path("runs/lenet5-filters") / png).exists()
     assert Path("small.pt").exists()
+    assert Path("lenet5.onnx").exists() and Path("runs/lenet5-filters/model.onnx").exists()
+    assert len(list(Path("tune/lenet5/trials").iterdir())) == 2 and Path("tune/lenet5/pareto.csv").exists()
 
 
 @pytest.mark.slow
