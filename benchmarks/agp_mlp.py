@@ -7,8 +7,10 @@ and a copy of it without rules (the same config, epochs and learning rates: the 
 Top-1 is the validation top-1 after the last epoch; sparsity is counted from the final weights
 (exact zeros only).
 
-Target, on every seed: the pruned run's top-1 at most 0.5 point under the dense run's, with fc1 and
-fc2 at least 90% zero.
+Target, seeds 0-2: top-1 at most 0.5 point under the dense run's, with fc1 and fc2 at least 90%
+zero. It is judged on every seed and on the mean over the seeds; both verdicts are printed (the
+validation split has 1,000 images, so one seed's top-1 moves in steps of 0.1 and a single run's
+difference of a few tenths is a few images).
 
     python benchmarks/agp_mlp.py                          # seeds 0-2, the schedule's 10 epochs (~2 min)
     python benchmarks/agp_mlp.py --seeds 0 --epochs 3     # smoke run (the target is not expected)
@@ -57,11 +59,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"AGP on mlp (fc1, fc2 to {MIN_SPARSITY:g}%) against dense, seeds {args.seeds}")
         results = [one_seed(seed, dense, out, args) for seed in args.seeds]
     dense_mean, pruned_mean = mean([r[0] for r in results]), mean([r[1] for r in results])
-    ok = all(r[2] for r in results)
+    every = all(r[2] for r in results)
+    on_mean = dense_mean - pruned_mean <= MAX_DROP
     print(f"mean top1: dense {dense_mean:.2f}, AGP {pruned_mean:.2f} ({pruned_mean - dense_mean:+.2f} points)")
-    print(f"target (every seed: top1 at most {MAX_DROP} under dense, fc1 and fc2 >= {MIN_SPARSITY:g}% zero): "
-          f"{verdict(ok)}")  # fmt: skip
-    return 0 if ok else 1
+    print(f"target (top1 at most {MAX_DROP} under dense, fc1 and fc2 >= {MIN_SPARSITY:g}% zero): on every seed "
+          f"{verdict(every)}, on the mean {verdict(on_mean)}")  # fmt: skip
+    return 0 if every and on_mean else 1
 
 
 if __name__ == "__main__":

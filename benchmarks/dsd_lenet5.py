@@ -10,7 +10,7 @@ and that its released weights are dense again.
 
 Target: DSD's mean top-1 over the seeds at least the dense mean.
 
-    python benchmarks/dsd_lenet5.py                       # seeds 0-2, the schedule's 10 epochs (~2 min)
+    python benchmarks/dsd_lenet5.py                       # seeds 0-2, the schedule's 20 epochs (~3 min)
     python benchmarks/dsd_lenet5.py --seeds 0 --verbose   # one seed, every run's output
 """
 
