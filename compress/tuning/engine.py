@@ -34,7 +34,11 @@ from compress.tuning.setup import TuneSetup, masked
 from compress.tuning.trial import run_trial
 
 INSTALL_HINT = 'compress tune needs Optuna: pip install -e ".[tune]" (or pip install optuna)'
-HEARTBEAT_S, GRACE_S = 20, 90
+# a trial whose heartbeat is older than GRACE_S is failed by the next process that looks: long
+# enough that a live trial on a loaded machine (whose heartbeat writes wait for the database
+# lock) is never taken for dead; a crash on this machine needs no grace (--resume fails the
+# running trials at once)
+HEARTBEAT_S, GRACE_S = 30, 600
 DIRECTIONS = ["maximize", "maximize"]  # top1, then the sparsity the objective names
 
 
@@ -149,8 +153,15 @@ def work(study: Any, setup: TuneSetup, on_trial: Callable[[Any], None]) -> None:
         done, running = counts(study)
         if done + running >= setup.trials:
             return
-        study.optimize(objective, n_trials=1, catch=(InvalidTrial,), callbacks=[lambda _s, t: on_trial(t)],
-                       gc_after_trial=False)  # fmt: skip
+        try:
+            study.optimize(objective, n_trials=1, catch=(InvalidTrial,), callbacks=[lambda _s, t: on_trial(t)],
+                           gc_after_trial=False)  # fmt: skip
+        except (ValueError, RuntimeError) as exc:
+            if "Cannot tell" not in str(exc):
+                raise
+            # another process took this trial for dead (its heartbeat came late) and failed it:
+            # it does not count, and the loop runs a trial in its place
+            warnings.warn(f"a trial of this process was failed by another one: {exc}", stacklevel=1)
 
 
 class Objective:
