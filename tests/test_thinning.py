@@ -547,7 +547,7 @@ def test_plan_changes_nothing_and_failed_verification_raises(monkeypatch):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     plan_thinning(model, x)
     assert model.training and all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
-    monkeypatch.setattr("compress.thinning.apply.verify", lambda *a: 1.0)
+    monkeypatch.setattr("compress.thinning.apply.max_difference", lambda *a: 1.0)
     with pytest.raises(ThinningError, match="changed the outputs by 1"):
         thin_model(model, x)
 
@@ -590,3 +590,45 @@ def test_thinning_during_training_that_would_change_the_outputs_leaves_everythin
     result = thin_in_place(model, x, optimizer, scheduler)
     assert model.conv1.weight.shape[0] == 15 and result.max_abs_diff < TOL
     assert scheduler.rules[0].targets[0].param is model.conv1.weight
+
+
+def test_the_allowed_difference_is_absolute_up_to_outputs_of_1_and_relative_beyond():
+    from compress.thinning.apply import allowed_difference
+
+    assert allowed_difference([torch.tensor([0.5, -0.2])], 1e-4) == 1e-4
+    assert allowed_difference([torch.tensor([3.0]), torch.tensor([-500.0])], 1e-4) == pytest.approx(0.05)
+    assert allowed_difference([torch.tensor([float("inf")])], 1e-4) == 1e-4
+    assert allowed_difference([torch.tensor([])], 1e-4) == 1e-4
+
+
+def test_a_deep_resnet_with_large_outputs_thins_although_float32_rounding_exceeds_1e_4():
+    """ResNet-56 with random BatchNorm statistics and half of each block's first filters zero:
+    outputs near 500, where the thinned model's float32 outputs differ from the dense model's by
+    more than 1e-4 although thinning is exact (float64 agrees to the bit)."""
+    import copy
+
+    from compress.models.cifar import BasicBlock
+
+    torch.manual_seed(0)
+    model = build_model("resnet56_cifar", num_classes=10, in_channels=3, input_size=32).eval()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                n = m.num_features
+                m.weight.copy_(0.5 + torch.rand(n, generator=g))
+                m.bias.copy_(0.1 * torch.randn(n, generator=g))
+                m.running_mean.copy_(0.1 * torch.randn(n, generator=g))
+                m.running_var.copy_(0.5 + torch.rand(n, generator=g))
+        for block in (m for m in model.modules() if isinstance(m, BasicBlock)):
+            gone = torch.randperm(block.conv1.out_channels, generator=g)[: block.conv1.out_channels // 2]
+            block.conv1.weight[gone] = 0
+            block.bn1.bias[gone] = 0
+            block.bn1.running_mean[gone] = 0
+    x = torch.randn(8, 3, 32, 32, generator=g)
+    small, plan, diff = thin_model(model, x)
+    assert plan.spec and diff > TOL  # an absolute 1e-4 would have refused this exact thinning
+    with torch.no_grad():
+        exact = copy.deepcopy(model).double()(x.double())
+        assert float(exact.abs().max()) > 100
+        assert torch.equal(copy.deepcopy(small).double()(x.double()), exact)

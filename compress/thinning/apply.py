@@ -115,16 +115,25 @@ def max_difference(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
     return worst
 
 
+def allowed_difference(reference: list[torch.Tensor], tolerance: float = TOLERANCE) -> float:
+    """``tolerance`` for outputs up to 1, relative to the largest |output| beyond: float32 rounding
+    grows with the values (a ResNet-56 whose outputs reach 500 differs from itself by 1.2e-4
+    between two summation orders, while both agree exactly in float64)."""
+    scale = max((float(x.abs().max()) for x in reference if x.numel()), default=1.0)
+    return tolerance * (max(1.0, scale) if math.isfinite(scale) else 1.0)
+
+
 def thin_model(model: nn.Module, example: torch.Tensor, *, tolerance: float = TOLERANCE) -> ThinResult:
     """Plan, apply, verify: the thinned model (``model`` itself is not modified), its plan and
     the measured max abs difference. Raises ``ThinningError`` rather than return a model whose
-    outputs differ by more than ``tolerance``."""
+    outputs differ by more than ``tolerance`` (relative to outputs beyond 1: ``allowed_difference``)."""
     plan = plan_thinning(model, example)
     thin = apply_thinning(model, plan)
-    diff = verify(model, thin, example)
-    if not diff <= tolerance:
+    expected = outputs(model, example)
+    diff, bound = max_difference(expected, outputs(thin, example)), allowed_difference(expected, tolerance)
+    if not diff <= bound:
         raise ThinningError(
-            f"thinning changed the outputs by {diff:.3g} (> {tolerance:g}); the model was not thinned. "
+            f"thinning changed the outputs by {diff:.3g} (> {bound:.3g}); the model was not thinned. "
             "This is a bug in compress.thinning; please report it with the model"
         )
     return ThinResult(thin, plan, diff)
