@@ -1,4 +1,4 @@
-"""compress export: the ONNX file of a thinned LeNet-5 and of a ResNet-20 checkpoint runs in ONNX
+"""compress export: the ONNX file of a thinned LeNet-5, a thinned ResNet-20 and a ResNet-20 checkpoint runs in ONNX
 Runtime with PyTorch's outputs (dynamic and fixed batch, metadata); bad input is one line, exit 2;
 nothing is written unless it was verified."""
 
@@ -121,6 +121,52 @@ def test_a_resnet20_checkpoint_exports_with_a_fixed_batch_and_its_folder_class_n
     with pytest.raises(onnxruntime.capi.onnxruntime_pybind11_state.InvalidArgument):
         _onnx_outputs(out, x[:1])  # the batch is fixed to 2
     assert [p.name for p in tmp_path.iterdir()] == ["rn.onnx"]  # no temporary file left beside it
+
+
+PRUNE_RESNET_CHANNELS = """\
+version: 1
+rules:
+  - {name: c, prune: l1, groups: channels, sparsity: 0.5, layers: ["layer*.conv2.weight"], epochs: [0, 1]}
+"""
+
+
+@pytest.mark.slow
+def test_a_thinned_resnet20_runs_in_onnxruntime_with_pytorchs_outputs(tmp_path):
+    """Half the input channels of every block's second conv pruned: thinning removes them with the
+    first conv's filters and BatchNorm entries; the ONNX file of thin.pt has the smaller convs."""
+    _needs_extra()
+    import onnx
+
+    (tmp_path / "prune.yaml").write_text(PRUNE_RESNET_CHANNELS)
+    data = write_image_folder(tmp_path / "images", size=32)
+    trained = invoke("train", "--schedule", tmp_path / "prune.yaml", "--arch", "resnet20_cifar", "--dataset",
+                     "imagefolder", "--data-dir", data, "--input-size", 32, "--workers", 0, "--epochs", 1,
+                     "--limit-batches", 1, "--out-dir", tmp_path, "--name", "rn", "--no-plots",
+                     "--table", "none")  # fmt: skip
+    assert trained.exit_code == 0, trained.output
+    thinned = invoke("thin", tmp_path / "rn")
+    assert thinned.exit_code == 0 and "layer3.2.conv1: out_channels 64 -> 32" in thinned.output, thinned.output
+    result = invoke("export", tmp_path / "rn" / "thin.pt")
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "rn" / "thin.onnx"
+    model = _pytorch_model(tmp_path / "rn" / "thin.pt")
+    for batch in (3, 1):
+        x = torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(batch))
+        with torch.no_grad():
+            assert float((_onnx_outputs(out, x) - model(x)).abs().max()) < 1e-4
+    assert _metadata(out)["thinned"] == "true"
+    shapes = {tuple(t.dims) for t in onnx.load(str(out)).graph.initializer}
+    assert (32, 64, 3, 3) in shapes and (64, 32, 3, 3) in shapes  # layer3's convs: 64 -> 32 -> 64 channels
+    convs = [tuple(t.dims) for t in onnx.load(str(out)).graph.initializer if len(t.dims) == 4]
+    assert sum(d[0] * d[1] for d in convs) < 0.6 * sum(m.weight.numel() // (m.weight.shape[2] * m.weight.shape[3])
+                                                       for m in _dense_resnet_convs())  # fmt: skip
+
+
+def _dense_resnet_convs() -> list[torch.nn.Conv2d]:
+    from compress.models import build_model
+
+    dense = build_model("resnet20_cifar", num_classes=3, in_channels=3, input_size=32)
+    return [m for m in dense.modules() if isinstance(m, torch.nn.Conv2d)]
 
 
 @pytest.mark.slow
