@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from training_runs import ROOT, dense_copy, mean, train, verdict, zero_share
+from training_runs import ROOT, dense_copy, mean, seeds_parser, train, verdict, zero_share
 
 SCHEDULE = ROOT / "schedules/mlp-agp.yaml"
 PRUNED = ["fc1.weight", "fc2.weight"]
@@ -45,12 +45,7 @@ def one_seed(seed: int, dense: Path, out: Path, args: argparse.Namespace) -> tup
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=None, help="[default: the schedule's config]")
-    parser.add_argument("--out-dir", type=Path, default=None, help="keep the runs here")
-    parser.add_argument("--verbose", action="store_true")
-    args = parser.parse_args(argv)
+    args = seeds_parser(__doc__).parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)
     with tempfile.TemporaryDirectory(prefix="compress-agp-") as tmp:
         out = args.out_dir or Path(tmp)

@@ -47,6 +47,7 @@ from pathlib import Path
 os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # torch.profiler's C++ log lines would interleave the tables
 
 import torch  # noqa: E402
+from machine_load import BusyMeter  # noqa: E402
 from torch import nn  # noqa: E402
 
 OVERHEAD_TARGET = 1.05
@@ -398,33 +399,6 @@ def recheck(case: Case, runtime: str, make: Callable, batch: int, reps: int, min
 
 
 # --- the report -------------------------------------------------------------------------------------
-
-
-class BusyMeter:
-    """Share of the machine's CPU time that *other* processes used while we ran (Linux /proc/stat)."""
-
-    def __init__(self) -> None:
-        self.start = self._sample()
-
-    @staticmethod
-    def _sample() -> tuple[float, float, float] | None:
-        try:
-            with open("/proc/stat") as f:
-                fields = [float(v) for v in f.readline().split()[1:]]
-        except (OSError, ValueError):
-            return None
-        busy = (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
-        return busy, sum(os.times()[:4]), time.monotonic()
-
-    def report(self) -> str:
-        end = self._sample()
-        if self.start is None or end is None:
-            return "other processes' CPU use: unknown (no /proc/stat)"
-        others = max(0.0, (end[0] - self.start[0]) - (end[1] - self.start[1]))
-        share = others / max(end[2] - self.start[2], 1e-9) / (os.cpu_count() or 1)
-        note = "  -- busy machine: absolute times are inflated; the paired ratios less so" if share > 0.05 else ""
-        load = " / ".join(f"{v:.2f}" for v in os.getloadavg())
-        return f"other processes used {100 * share:.0f}% of the {os.cpu_count()} cores (load average now {load}){note}"
 
 
 def print_case(case: Case) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import statistics
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from machine_load import BusyMeter
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = 1.2
@@ -149,36 +149,6 @@ class CompressEpoch:
         t4 = time.perf_counter()
         times.update(train=t1 - t0, evaluate=t2 - t1, sparsity=t3 - t2, files=t4 - t3, full=t4 - t0)
         return times
-
-
-class BusyMeter:
-    """Share of the machine's CPU time that *other* processes used while we ran (Linux /proc/stat).
-    On a 2-core box any other busy process makes torch's threads wait on each other: epochs get
-    several times slower, which is why the verdict uses paired (adjacent) ratios."""
-
-    def __init__(self) -> None:
-        self.start = self._sample()
-
-    @staticmethod
-    def _sample() -> tuple[float, float, float] | None:
-        try:
-            with open("/proc/stat") as f:
-                fields = [float(v) for v in f.readline().split()[1:]]
-        except (OSError, ValueError):
-            return None
-        tick = os.sysconf("SC_CLK_TCK")
-        busy = (sum(fields) - fields[3] - fields[4]) / tick  # minus idle and iowait
-        mine = sum(os.times()[:4])
-        return busy, mine, time.monotonic()
-
-    def report(self) -> str:
-        end = self._sample()
-        if self.start is None or end is None:
-            return "other processes' CPU use: unknown (no /proc/stat)"
-        others = max(0.0, (end[0] - self.start[0]) - (end[1] - self.start[1]))
-        share = others / max(end[2] - self.start[2], 1e-9) / (os.cpu_count() or 1)
-        note = "  -- busy machine: absolute times are inflated; rerun when idle" if share > 0.05 else ""
-        return f"other processes used {100 * share:.0f}% of the {os.cpu_count()} cores during the run{note}"
 
 
 def main(argv: list[str] | None = None) -> int:

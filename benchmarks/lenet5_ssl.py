@@ -25,10 +25,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -63,37 +61,13 @@ def penalty_copy(schedule: Path, folder: Path) -> Path:
 
 def train(schedule: Path, name: str, out_dir: Path, epochs: int, seed: int, verbose: bool) -> dict:
     """One ``compress train`` run; returns its summary and final state dict."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "compress",
-        "train",
-        "--schedule",
-        str(schedule),
-        "--epochs",
-        str(epochs),
-        "--seed",
-        str(seed),
-        "--out-dir",
-        str(out_dir),
-        "--name",
-        name,
-        "--overwrite",
-        "--no-progress",
-    ]
-    started = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    seconds = time.perf_counter() - started
-    if verbose or proc.returncode != 0:
-        print(proc.stdout, proc.stderr, sep="\n", file=sys.stderr)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed with exit code {proc.returncode}")
-    run = out_dir / name
-    summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
-    with open(run / "metrics.csv", newline="", encoding="utf-8") as f:
+    import training_runs
+
+    run = training_runs.train(schedule, name, out_dir, seed, epochs=epochs, verbose=verbose)
+    summary = json.loads((run.run / "summary.json").read_text(encoding="utf-8"))
+    with open(run.run / "metrics.csv", newline="", encoding="utf-8") as f:
         summary["final_sparsity"] = float(list(csv.DictReader(f))[-1]["sparsity"])  # the last epoch's
-    state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
-    return {"summary": summary, "state_dict": state["state_dict"], "seconds": seconds, "run": run}
+    return {"summary": summary, "state_dict": run.state_dict(), "seconds": run.seconds, "run": run.run}
 
 
 def history(run: Path) -> str:

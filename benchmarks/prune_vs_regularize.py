@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from training_runs import ROOT, dense_copy, edited_copy, filters_left, mean, train
+from training_runs import ROOT, dense_copy, edited_copy, filters_left, mean, seeds_parser, train
 
 LASSO = ROOT / "schedules/lenet5-filters.yaml"
 AGP = ROOT / "schedules/lenet5-filters-agp.yaml"
@@ -44,11 +44,12 @@ def matched_agp(folder: Path, seed: int, lasso_left: dict[str, int]) -> Path:
 
 
 def one_seed(seed: int, folder: Path, out: Path, dense: Path, args: argparse.Namespace) -> dict[str, float]:
-    lasso = train(LASSO, f"lasso-s{seed}", out, seed, verbose=args.verbose)
+    lasso = train(LASSO, f"lasso-s{seed}", out, seed, epochs=args.epochs, verbose=args.verbose)
     lasso_left = {n: filters_left(lasso.state_dict(), n) for n in CONVS}
-    agp = train(matched_agp(folder, seed, lasso_left), f"agp-s{seed}", out, seed, verbose=args.verbose)
+    matched = matched_agp(folder, seed, lasso_left)
+    agp = train(matched, f"agp-s{seed}", out, seed, epochs=args.epochs, verbose=args.verbose)
     agp_left = {n: filters_left(agp.state_dict(), n) for n in CONVS}
-    base = train(dense, f"dense-s{seed}", out, seed, verbose=args.verbose)
+    base = train(dense, f"dense-s{seed}", out, seed, epochs=args.epochs, verbose=args.verbose)
     same = "" if agp_left == lasso_left else f" (AGP left {agp_left}: NOT the same filters left)"
     counts = "/".join(str(lasso_left[n]) for n in CONVS)
     print(f"seed {seed}: conv1/conv2 filters left {counts}{same}: group lasso {lasso.top1:.2f}, AGP pruning "
@@ -57,11 +58,7 @@ def one_seed(seed: int, folder: Path, out: Path, dense: Path, args: argparse.Nam
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--out-dir", type=Path, default=None, help="keep the runs here")
-    parser.add_argument("--verbose", action="store_true")
-    args = parser.parse_args(argv)
+    args = seeds_parser(__doc__).parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)
     with tempfile.TemporaryDirectory(prefix="compress-pvr-") as tmp:
         out = args.out_dir or Path(tmp)

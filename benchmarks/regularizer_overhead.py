@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import copy
 import fnmatch
-import os
 import statistics
 import sys
 import time
@@ -40,6 +39,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from machine_load import BusyMeter
 
 TARGETS = {"penalty": 1.02, "proximal": 1.02, "pruning": 1.03}
 L1_STRENGTH = 1.0e-5
@@ -393,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"regularizer overhead: torch {torch.__version__}, sgd lr 0.01 momentum 0.9; rules: l1 {L1_STRENGTH} on "
           f"{CONVS} and {LINEARS}; group_lasso {GL_STRENGTH} on {CONVS}, filters + channels; pruning: 50% of "
           "each")  # fmt: skip
-    busy_start = _busy()
+    meter = BusyMeter()
     if args.matrix:
         ok = run_matrix(args.warmup, args.seed)
     else:
@@ -404,29 +404,8 @@ def main(argv: list[str] | None = None) -> int:
         ok = print_one(setting, ratios, variants)
         if args.profile:
             profile(variants, loader, 30)
-    print(_busy_share(busy_start))
+    print(meter.report())
     return 0 if ok else 1
-
-
-def _busy() -> tuple[float, float, float] | None:
-    try:
-        with open("/proc/stat") as f:
-            fields = [float(v) for v in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    busy = (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
-    return busy, sum(os.times()[:4]), time.monotonic()
-
-
-def _busy_share(start) -> str:
-    """Share of the cores other processes used while we ran: they slow torch's threads down a lot."""
-    end = _busy()
-    if start is None or end is None:
-        return "other processes' CPU use: unknown (no /proc/stat)"
-    others = max(0.0, (end[0] - start[0]) - (end[1] - start[1]))
-    share = others / max(end[2] - start[2], 1e-9) / (os.cpu_count() or 1)
-    note = "  -- busy machine: absolute times are inflated; rerun when idle" if share > 0.05 else ""
-    return f"other processes used {100 * share:.0f}% of the {os.cpu_count()} cores during the run{note}"
 
 
 if __name__ == "__main__":

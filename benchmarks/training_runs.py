@@ -5,6 +5,7 @@ same epochs and rates, or a rule's numbers edited), so that every comparison dif
 
 from __future__ import annotations
 
+import argparse
 import csv
 import statistics
 import subprocess
@@ -49,6 +50,16 @@ def train(schedule: Path, name: str, out_dir: Path, seed: int, *, epochs: int | 
     with open(run / "metrics.csv", newline="", encoding="utf-8") as f:
         top1 = [float(row["top1"]) for row in csv.DictReader(f)]
     return Run(run, top1[-1], top1, seconds)
+
+
+def seeds_parser(doc: str) -> argparse.ArgumentParser:
+    """The arguments every seeded comparison takes: --seeds, --epochs, --out-dir, --verbose."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=None, help="[default: the schedule's config]")
+    parser.add_argument("--out-dir", type=Path, default=None, help="keep the runs here")
+    parser.add_argument("--verbose", action="store_true")
+    return parser
 
 
 def edited_copy(schedule: Path, folder: Path, name: str, edit: Callable[[dict[str, Any]], None]) -> Path:
