@@ -19,7 +19,7 @@ become the bottleneck). The variants run in short chunks of steps, interleaved r
 order rotates every round); a ratio is the median over rounds of each round's own ratio, so
 bursts of load from other processes cancel out.
 
-    python benchmarks/regularizer_overhead.py --matrix          # every setting, PASS / FAIL (~10 min)
+    python benchmarks/regularizer_overhead.py --matrix          # every setting, PASS / FAIL (~5 min)
     python benchmarks/regularizer_overhead.py                   # LeNet-5, batch 64, torch's threads
     python benchmarks/regularizer_overhead.py --threads 1 --rounds 100
     python benchmarks/regularizer_overhead.py --model resnet20_cifar --batch 128 --rounds 12 --steps 3
