@@ -162,11 +162,21 @@ def total_macs(model: nn.Module, example: torch.Tensor) -> int:
 # --- runtimes: each turns a model into a zero-argument call on a fixed input --------------------------
 
 
+DEVICE = torch.device("cpu")  # --device: where the PyTorch runtimes run
+
+
+def synced(call: Callable[[], object]) -> Callable[[], object]:
+    """On a GPU a call returns when its kernels are queued: wait for them, so that time is latency."""
+    if DEVICE.type != "cuda":
+        return call
+    return lambda: (call(), torch.cuda.synchronize(DEVICE))
+
+
 def eager(model: nn.Module, x: torch.Tensor, channels_last: bool = False) -> Callable[[], object]:
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    m = copy.deepcopy(model).to(memory_format=fmt)
-    x = x.contiguous(memory_format=fmt)
-    return lambda: m(x)
+    m = copy.deepcopy(model).to(DEVICE, memory_format=fmt)
+    x = x.to(DEVICE).contiguous(memory_format=fmt)
+    return synced(lambda: m(x))
 
 
 def compile_model(model: nn.Module) -> nn.Module:
@@ -176,12 +186,12 @@ def compile_model(model: nn.Module) -> nn.Module:
 
     inductor.freezing = True
     torch._dynamo.config.recompile_limit = 64  # models of one class (the conv table's convs) each get a graph
-    return torch.compile(copy.deepcopy(model), dynamic=False)
+    return torch.compile(copy.deepcopy(model).to(DEVICE), dynamic=False)
 
 
 def compiled(model: nn.Module, x: torch.Tensor) -> Callable[[], object]:
-    m = compile_model(model)
-    return lambda: m(x)
+    m, x = compile_model(model), x.to(DEVICE)
+    return synced(lambda: m(x))
 
 
 def onnx_runtime(model: nn.Module, x: torch.Tensor, folder: Path, threads: int) -> Callable[[], object]:
@@ -197,7 +207,10 @@ def onnx_runtime(model: nn.Module, x: torch.Tensor, folder: Path, threads: int) 
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     options.log_severity_level = 3
-    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    # on a GPU machine with onnxruntime-gpu, its CUDA provider (inputs copied from the host each call)
+    providers = ["CUDAExecutionProvider"] if DEVICE.type == "cuda" else []
+    providers = [p for p in providers if p in onnxruntime.get_available_providers()] + ["CPUExecutionProvider"]
+    session = onnxruntime.InferenceSession(str(path), options, providers=providers)
     feed = {session.get_inputs()[0].name: x.numpy()}
     return lambda: session.run(None, feed)
 
@@ -312,7 +325,10 @@ def ort_breakdown(model: nn.Module, x: torch.Tensor, folder: Path, threads: int,
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     options.enable_profiling, options.profile_file_prefix = True, str(folder / "ort-profile")
     options.log_severity_level = 3
-    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    # on a GPU machine with onnxruntime-gpu, its CUDA provider (inputs copied from the host each call)
+    providers = ["CUDAExecutionProvider"] if DEVICE.type == "cuda" else []
+    providers = [p for p in providers if p in onnxruntime.get_available_providers()] + ["CPUExecutionProvider"]
+    session = onnxruntime.InferenceSession(str(path), options, providers=providers)
     feed = {session.get_inputs()[0].name: x.numpy()}
     session.run(None, feed)
     for _ in range(runs):
@@ -444,8 +460,11 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch and ONNX Runtime threads (default 1)")
     parser.add_argument("--min-sample-ms", type=float, default=100.0, help="calls per sample add up to this")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    parser.add_argument("--device", default="cpu", help="where the PyTorch runtimes run: cpu or cuda[:N]")
     parser.add_argument("--no-explain", action="store_true", help="skip the rechecks and breakdowns of missed targets")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     specs = args.cases or (QUICK_CASES if args.quick else ALL_CASES)

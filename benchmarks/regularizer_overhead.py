@@ -82,14 +82,27 @@ class Setting:
     compile: bool = False
     rounds: int = 50
     steps: int = 10
+    device: str = "cpu"
 
     def label(self) -> str:
         extra = (f", --amp {self.amp}" if self.amp else "") + (", --compile" if self.compile else "")
-        return f"{self.model} batch {self.batch}, {self.threads or torch.get_num_threads()} threads{extra}"
+        where = f"{self.threads or torch.get_num_threads()} threads" if self.device == "cpu" else self.device
+        return f"{self.model} batch {self.batch}, {where}{extra}"
 
     def gated(self) -> bool:
-        """The targets hold for LeNet-5 at batch 64 in fp32, eager; the rest is reported."""
-        return self.model == "lenet5" and self.batch == 64 and not self.amp and not self.compile
+        """The targets hold for LeNet-5 at batch 64 in fp32, eager, on the CPU; the rest is reported."""
+        plain = not self.amp and not self.compile and self.device == "cpu"
+        return self.model == "lenet5" and self.batch == 64 and plain
+
+
+def matrix(device: str) -> tuple[Setting, ...]:
+    """The settings of ``--matrix``: on the CPU, one and two threads; on a GPU, one each."""
+    if device != "cpu":
+        return (Setting(device=device, rounds=40), Setting(device=device, amp="bf16", rounds=40),
+                Setting(device=device, compile=True, rounds=40),
+                Setting(model="resnet20_cifar", batch=128, device=device, rounds=20, steps=5),
+                Setting(model="resnet20_cifar", batch=128, device=device, amp="bf16", rounds=20, steps=5))  # fmt: skip
+    return MATRIX
 
 
 MATRIX = (
@@ -169,9 +182,12 @@ def run_chunk(variant: Variant, loader, steps: int, epoch: int, setting: Setting
     from compress.training import Loop, train_one_epoch
 
     loader.set_epoch(epoch)
-    loop = Loop(epoch + 1, torch.device("cpu"), limit_batches=steps, amp=setting.amp)
+    device = torch.device(setting.device)
+    loop = Loop(epoch + 1, device, limit_batches=steps, amp=setting.amp)
     t = time.perf_counter()
     train_one_epoch(variant.model, loader, variant.optimizer, variant.hooks, epoch=epoch, loop=loop)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # the chunk's kernels, not just their launches
     return (time.perf_counter() - t) / steps
 
 
@@ -303,6 +319,7 @@ def build(setting: Setting, seed: int):
     else:
         loader, base = GeneratedImages(setting.batch, seed=seed), build_model(setting.model, num_classes=10,
                                                                               in_channels=3, input_size=32)  # fmt: skip
+    base = base.to(setting.device)
     lr, momentum = 0.01, 0.9
     rules = {"convs": CONVS, "linears": LINEARS, "l1": L1_STRENGTH, "gl": GL_STRENGTH}
     schedules = {"plain": None, "penalty": SCHEDULE.format(mode="penalty", **rules),
@@ -358,9 +375,9 @@ def print_one(setting: Setting, ratios: dict[str, float], variants: dict[str, Va
     return all(passed.values())
 
 
-def run_matrix(warmup: int, seed: int) -> bool:
+def run_matrix(warmup: int, seed: int, device: str) -> bool:
     rows, ok = [], True
-    for setting in MATRIX:
+    for setting in matrix(device):
         print(f"measuring {setting.label()}: {setting.rounds} rounds x {setting.steps} steps ...", flush=True)
         ratios, variants, _ = measure(setting, warmup, seed)
         passed = verdicts(ratios, setting)
@@ -382,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--amp", choices=["bf16"], default=None)
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (on a GPU the hooks are timed as launched)")
     parser.add_argument("--rounds", type=int, default=50, help="interleaved rounds (default 50)")
     parser.add_argument("--steps", type=int, default=10, help="training steps per variant per round (default 10)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default 2)")
@@ -395,9 +413,10 @@ def main(argv: list[str] | None = None) -> int:
           "each")  # fmt: skip
     meter = BusyMeter()
     if args.matrix:
-        ok = run_matrix(args.warmup, args.seed)
+        ok = run_matrix(args.warmup, args.seed, args.device)
     else:
-        setting = Setting(args.model, args.batch, args.threads, args.amp, args.compile, args.rounds, args.steps)
+        setting = Setting(args.model, args.batch, args.threads, args.amp, args.compile, args.rounds, args.steps,
+                          args.device)  # fmt: skip
         print(f"{setting.label()}: {args.warmup} warm-up + {args.rounds} timed rounds x {args.steps} steps per "
               "variant, order rotating")  # fmt: skip
         ratios, variants, loader = measure(setting, args.warmup, args.seed)

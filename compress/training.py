@@ -236,7 +236,7 @@ def train_one_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimi
             raise Interrupted(Position(epoch, step, totals))
         loss, rules = _step(model, criterion, optimizer, hooks, loop.inputs(x), y.to(loop.device, non_blocking=True),
                             loop)  # fmt: skip
-        if loop.world.any(not torch.isfinite(loss + sum(rules.values())), loop.device):
+        if loop.world.any(not_finite(loss, rules), loop.device):
             values = {**hooks.penalty_values(), **{name: float(v) for name, v in rules.items()}}
             raise Diverged(epoch, step, float(loss.detach()), values)
         totals.add(y.shape[0], loss, rules)
@@ -244,6 +244,12 @@ def train_one_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimi
             data, rule_means = totals.means()
             bar.set_postfix({"loss": f"{data:.4f}", **{n: f"{v:.4g}" for n, v in rule_means.items()}}, refresh=False)
     return totals.summed(loop.world).means()
+
+
+def not_finite(loss: torch.Tensor, rules: dict[str, torch.Tensor]) -> bool:
+    """Whether this step's data loss or a rule value is NaN or infinite. On a GPU this is one
+    host-device synchronisation per step (``benchmarks/finite_check_cost.py`` measures its cost)."""
+    return not torch.isfinite(loss + sum(rules.values()))
 
 
 def _step(model, criterion, optimizer, hooks: Hooks, x, y, loop: Loop) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
