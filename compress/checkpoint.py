@@ -146,7 +146,7 @@ def _nested_problems(raw: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-def _file_mode() -> int:
+def file_mode() -> int:
     """What ``open()`` would give a new file: 0666 less the process's umask."""
     mask = os.umask(0)
     os.umask(mask)
@@ -166,7 +166,7 @@ def save_checkpoint(state: RunState | dict[str, Any], path: Path) -> None:
             torch.save(data, f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, _file_mode())  # mkstemp makes it 0600; the run's other files follow the umask
+        os.chmod(tmp, file_mode())  # mkstemp makes it 0600; the run's other files follow the umask
         os.replace(tmp, path)
     except OSError as exc:  # named by the checkpoint it was for, not the temporary file
         Path(tmp).unlink(missing_ok=True)

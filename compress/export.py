@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from compress.checkpoint import _file_mode
+from compress.checkpoint import file_mode
 from compress.errors import CompressError
 from compress.thinning.apply import allowed_difference, max_difference, outputs
 
@@ -93,7 +93,7 @@ def export_onnx(model: nn.Module, inputs: torch.Tensor, output: Path, *, dynamic
                 f"{output}: not written: ONNX Runtime's outputs differ from PyTorch's by {diff:.3g} (> {bound:.3g}) "
                 f"on {len(inputs)} inputs; the exporter translated some operation differently"
             )
-        os.chmod(tmp, _file_mode())  # mkstemp makes it 0600; follow the umask like the run's other files
+        os.chmod(tmp, file_mode())  # mkstemp makes it 0600; follow the umask like the run's other files
         os.replace(tmp, output)
     finally:
         tmp.unlink(missing_ok=True)
