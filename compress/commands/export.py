@@ -4,7 +4,6 @@ it is kept; the class names and count go into the file's metadata."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -12,8 +11,8 @@ import torch
 from compress import __version__
 from compress.artifacts import RunArtifacts, load_artifacts, model_from
 from compress.commands.thin import real_batch
-from compress.errors import CompressError
 from compress.export import Exported, class_names, export_onnx, metadata_props, require_exporter
+from compress.files import check_output
 
 CHECK_BATCH = 64  # validation images the export is checked on when the batch is dynamic
 
@@ -24,20 +23,6 @@ def default_output(path: Path) -> Path:
     return path / "model.onnx" if path.is_dir() else path.with_suffix(".onnx")
 
 
-def check_output(output: Path, source: Path, overwrite: bool) -> None:
-    """Refused before any work (an export takes seconds): never the checkpoint, never a file unasked."""
-    if output.is_dir():
-        raise CompressError(f"-o: {output} is a directory; give a file name such as model.onnx")
-    if output.exists() and output.resolve() == source.resolve():
-        raise CompressError(f"-o: {output} is the checkpoint being exported; write the ONNX file elsewhere")
-    if output.exists() and not overwrite:
-        raise CompressError(f"-o: {output} exists; pass --overwrite to replace it, or give another file")
-    if not output.parent.is_dir():
-        raise CompressError(f"-o: directory {output.parent} does not exist")
-    if not os.access(output.parent, os.W_OK):
-        raise CompressError(f"-o: directory {output.parent} is not writable")
-
-
 def export_checkpoint(path: Path, output: Path | None = None, *, batch: int | None = None, overwrite: bool = False,
                       arch: str | None = None, opset: int | None = None) -> list[str]:  # fmt: skip
     """Load as every command does (a run directory means its best.pt), export, verify, summarize.
@@ -45,7 +30,8 @@ def export_checkpoint(path: Path, output: Path | None = None, *, batch: int | No
     require_exporter()
     artifacts = load_artifacts(path, "RUN_OR_CKPT", arch=arch)
     output = Path(output) if output is not None else default_output(path)
-    check_output(output, artifacts.checkpoint, overwrite)
+    check_output(output, artifacts.checkpoint, overwrite,
+                 example="model.onnx", same="being exported; write the ONNX file elsewhere")
     model = model_from(artifacts)
     x, described = real_batch(artifacts, batch or CHECK_BATCH)
     if batch is not None and len(x) != batch:  # a validation split smaller than --batch: repeat its images

@@ -4,7 +4,6 @@ against the dense model on real inputs, with what it gained."""
 from __future__ import annotations
 
 import io
-import os
 import statistics
 import time
 from dataclasses import replace
@@ -18,6 +17,7 @@ from compress.artifacts import load_artifacts, model_from
 from compress.checkpoint import save_checkpoint
 from compress.errors import CompressError
 from compress.experiment import example_input
+from compress.files import check_output
 from compress.sparsity import measure_macs
 from compress.thinning import ThinningError, thin_model, thin_tensor_state
 from compress.thinning.state import merge_specs
@@ -74,25 +74,12 @@ def default_output(path: Path) -> Path:
     return path / "thin.pt" if path.is_dir() else path.with_name(f"{path.stem}-thin.pt")
 
 
-def check_output(output: Path, source: Path, overwrite: bool) -> None:
-    """Refused before any work: a thinned checkpoint never replaces its input, or any file unasked."""
-    if output.is_dir():
-        raise CompressError(f"-o: {output} is a directory; give a file name such as small.pt")
-    if output.exists() and output.resolve() == source.resolve():
-        raise CompressError(f"-o: {output} is the checkpoint being thinned; write the thinned one elsewhere")
-    if output.exists() and not overwrite:
-        raise CompressError(f"-o: {output} exists; pass --overwrite to replace it, or give another file")
-    if not output.parent.is_dir():
-        raise CompressError(f"-o: directory {output.parent} does not exist")
-    if not os.access(output.parent, os.W_OK):
-        raise CompressError(f"-o: directory {output.parent} is not writable")
-
-
 def thin_checkpoint(path: Path, output: Path | None = None, *, batch: int = 64, overwrite: bool = False,
                     arch: str | None = None) -> list[str]:  # fmt: skip
     artifacts = load_artifacts(path, "CKPT", arch=arch)
     output = Path(output) if output is not None else default_output(path)
-    check_output(output, artifacts.checkpoint, overwrite)
+    check_output(output, artifacts.checkpoint, overwrite,
+                 example="small.pt", same="being thinned; write the thinned one elsewhere")
     dense = model_from(artifacts)
     x, described = real_batch(artifacts, batch)
     try:
