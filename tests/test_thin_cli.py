@@ -99,12 +99,14 @@ def test_thin_into_a_missing_read_only_or_full_directory_is_one_line(cli, run_di
     import errno
 
     import compress.commands.thin as thin
+    import compress.files
 
     missing = cli("thin", run_dir, "-o", tmp_path / "nowhere" / "small.pt")
     assert missing.exit_code == 2
     assert missing.output.strip() == f"error: -o: directory {tmp_path / 'nowhere'} does not exist"
     real_access = os.access
-    monkeypatch.setattr(thin.os, "access", lambda path, mode: Path(path) != tmp_path and real_access(path, mode))
+    monkeypatch.setattr(compress.files.os, "access",  # where the -o check lives
+                        lambda path, mode: Path(path) != tmp_path and real_access(path, mode))
     locked = cli("thin", run_dir, "-o", tmp_path / "small.pt")
     assert locked.exit_code == 2 and locked.output.strip() == f"error: -o: directory {tmp_path} is not writable"
     monkeypatch.undo()
