@@ -175,26 +175,3 @@ class DistillerPruningReference(DistillerReference):
                         copies[name] = params[name].clone()
                     params[name].mul_(mask)
         return copies
-
-    def _regularized(self, loss: torch.Tensor, regs: list[Policy], params: dict) -> torch.Tensor:
-        """before_backward_pass: each regularization policy adds its own sum, one after the other."""
-        from tests.distiller_reference import _term
-
-        for policy in regs:
-            cls, regims, _ = self._regularizer(policy.name)
-            reg_loss = torch.tensor(0.0)
-            for name, param in params.items():
-                if name in regims:
-                    reg_loss = reg_loss + _term(cls, param, regims[name])
-            loss = loss + reg_loss
-        return loss
-
-    def _lr_end(self, epoch: int) -> None:
-        from tests.distiller_reference import closed_form
-
-        for policy in self.policies:
-            if policy.kind == "lr_scheduler" and epoch in policy.epochs:
-                spec = dict(self.sched["lr_schedulers"][policy.name])
-                cls = spec.pop("class")
-                for group in self.optimizer.param_groups:
-                    group["lr"] = closed_form(cls, spec, self.base, epoch + 1)

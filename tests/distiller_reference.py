@@ -138,20 +138,28 @@ class DistillerReference:
         self.model.train()
         batches = list(batches)
         for step, (x, y) in enumerate(batches):
-            loss = nn.functional.cross_entropy(self.model(x), y)
-            for policy in regs:
-                cls, regims, _ = self._regularizer(policy.name)
-                reg_loss = torch.tensor(0.0)
-                for pname, param in params.items():
-                    if pname in regims:
-                        reg_loss = reg_loss + _term(cls, param, regims[pname])
-                loss = loss + reg_loss
+            loss = self._regularized(nn.functional.cross_entropy(self.model(x), y), regs, params)
             self.optimizer.zero_grad()
             loss.backward()
             self.optimizer.step()
             self._minibatch_end(epoch, step, len(batches), regs, params)
-        for policy in active:
-            if policy.kind == "lr_scheduler":
+        self._lr_end(epoch)
+
+    def _regularized(self, loss: torch.Tensor, regs: list[Policy], params: dict) -> torch.Tensor:
+        """before_backward_pass: each regularization policy adds its own sum, one after the other."""
+        for policy in regs:
+            cls, regims, _ = self._regularizer(policy.name)
+            reg_loss = torch.tensor(0.0)
+            for name, param in params.items():
+                if name in regims:
+                    reg_loss = reg_loss + _term(cls, param, regims[name])
+            loss = loss + reg_loss
+        return loss
+
+    def _lr_end(self, epoch: int) -> None:
+        """on_epoch_end: each active lr policy sets its closed form at epoch + 1."""
+        for policy in self.policies:
+            if policy.kind == "lr_scheduler" and epoch in policy.epochs:
                 spec = dict(self.sched["lr_schedulers"][policy.name])
                 cls = spec.pop("class")
                 for group in self.optimizer.param_groups:
