@@ -315,3 +315,33 @@ def test_early_stopping_waits_for_half_the_run_and_the_rules_to_end():
     assert not rule.should_stop(9, 10.0)  # the last epoch: the run is finished anyway
     assert StopRule.for_schedule(schedule, 97.0, 2.0, 30).earliest == 15
     assert not StopRule.for_schedule(schedule, None, 2.0, 30).should_stop(20, 0.0)
+
+
+def test_the_other_workers_start_only_when_the_enqueued_trial_is_taken():
+    """SQLite lets two processes pop one enqueued trial (both then train trial 0 into one directory):
+    the first worker starts alone and the others wait until no trial waits, or it has died."""
+    from compress.tuning.workers import start_after_the_queue
+
+    events = []
+
+    class Proc:
+        def __init__(self, name, alive=True):
+            self.name, self.alive = name, alive
+
+        def start(self):
+            events.append(f"start {self.name}")
+
+        def is_alive(self):
+            return self.alive
+
+    polls = iter([True, True, False])  # the enqueued trial is taken at the third look
+
+    def waiting():
+        events.append("look")
+        return next(polls)
+
+    start_after_the_queue([Proc(1), Proc(2), Proc(3)], waiting, poll_s=0)
+    assert events == ["start 1", "look", "look", "look", "start 2", "start 3"]
+    events.clear()
+    start_after_the_queue([Proc(1, alive=False), Proc(2)], lambda: True, poll_s=0)  # a dead first worker
+    assert events == ["start 1", "start 2"]

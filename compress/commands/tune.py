@@ -176,7 +176,7 @@ def _run(study: Any, setup: TuneSetup, echo: Echo, progress: bool) -> None:
         if setup.jobs == 1:
             work(study, setup, on_trial)
         else:
-            run_workers(setup, on_trial)
+            run_workers(setup, on_trial, study)
     finally:
         bar.close()
 

@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from queue import Empty
 from typing import Any
@@ -43,8 +44,9 @@ def _worker(setup: TuneSetup, index: int, threads: int, queue: Any) -> None:
         queue.put(("error", f"worker {index}: {type(exc).__name__}: {exc}"))
 
 
-def run_workers(setup: TuneSetup, on_trial: Callable[[Any], None]) -> None:
-    """Start ``setup.jobs`` workers, hand each finished trial to ``on_trial``, wait for them all."""
+def run_workers(setup: TuneSetup, on_trial: Callable[[Any], None], study: Any) -> None:
+    """Start ``setup.jobs`` workers, hand each finished trial to ``on_trial``, wait for them all.
+    ``study``: the parent's handle on the same study, to see when the enqueued trials are taken."""
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     threads = max(1, (os.cpu_count() or 1) // setup.jobs)
@@ -54,8 +56,7 @@ def run_workers(setup: TuneSetup, on_trial: Callable[[Any], None]) -> None:
     previous = _pass_on_sigterm()
     stopped = True
     try:
-        for p in procs:
-            p.start()
+        start_after_the_queue(procs, lambda: _waiting(study))
         _listen(queue, procs, on_trial, errors)
         stopped = False
     finally:
@@ -64,6 +65,23 @@ def run_workers(setup: TuneSetup, on_trial: Callable[[Any], None]) -> None:
             signal.signal(signal.SIGTERM, previous)
     if errors:
         raise CompressError(errors[0])
+
+
+def start_after_the_queue(procs: list[Any], waiting: Callable[[], bool], poll_s: float = 0.1) -> None:
+    """The first worker alone takes the enqueued trials (the schedule as written); the others start
+    once none waits. SQLite cannot lock a row, so two processes asking at once can both pop the same
+    enqueued trial (Optuna issue 4002) and train it into the same trial directory."""
+    procs[0].start()
+    while procs[0].is_alive() and waiting():
+        time.sleep(poll_s)
+    for p in procs[1:]:
+        p.start()
+
+
+def _waiting(study: Any) -> bool:
+    from optuna.trial import TrialState
+
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
 
 def _listen(queue: Any, procs: list[Any], on_trial: Callable[[Any], None], errors: list[str]) -> None:
