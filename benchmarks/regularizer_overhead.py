@@ -10,14 +10,18 @@ bookkeeping of rule values is counted too), SGD lr 0.01 momentum 0.9:
                after every optimizer step from then on (what a pruned run pays per step)
     autograd   no rules; the same penalties as a differentiable term added to the loss (for scale:
                what a user gets without compress's direct-gradient / proximal hooks)
+    one-pass   no rules; 0 x weight added into every weight's gradient with one foreach call (for
+               scale: one read of every weight and gradient and one write of every gradient, the
+               least that any per-step work outside the optimizer's own pass costs)
 
 Targets: penalty and proximal each at most 1.02x plain, the pruning mask step at most 1.03x, on
 LeNet-5 at batch 64 (mnist5k) on one and on two threads. ``--matrix`` also reports ResNet-20 at
 batch 128 (generated CIFAR-sized images; larger layers, where the hooks' share is smaller) and
 LeNet-5 with ``--amp bf16`` and with ``--compile`` (the plain step gets faster; the hooks must not
-become the bottleneck). The variants run in short chunks of steps, interleaved round-robin (the
-order rotates every round); a ratio is the median over rounds of each round's own ratio, so
-bursts of load from other processes cancel out.
+become the bottleneck; as in ``compress train --compile``, the hooks' arithmetic is compiled
+too). The variants run in short chunks of steps, interleaved round-robin (the order rotates every
+round); a ratio is the median over rounds of each round's own ratio, so bursts of load from other
+processes cancel out.
 
     python benchmarks/regularizer_overhead.py --matrix          # every setting, PASS / FAIL (~5 min)
     python benchmarks/regularizer_overhead.py                   # LeNet-5, batch 64, torch's threads
@@ -114,7 +118,7 @@ MATRIX = (
 )
 
 
-def make_scheduler(model, optimizer, text: str | None, epochs: int = 1):
+def make_scheduler(model, optimizer, text: str | None, epochs: int = 1, compiled: bool = False):
     """As ``compress train`` builds it: rule values are sampled every VALUE_EVERY steps; pruning
     rules hook the model."""
     from compress.experiment import VALUE_EVERY
@@ -123,7 +127,8 @@ def make_scheduler(model, optimizer, text: str | None, epochs: int = 1):
 
     schedule = parse_schedule(text or "version: 1\nrules: []\n", "<benchmark>")
     rules, _warnings = bind(schedule, model, epochs=epochs)
-    scheduler = CompressionScheduler(rules, optimizer, schedule, value_every=VALUE_EVERY, model=model)
+    scheduler = CompressionScheduler(rules, optimizer, schedule, value_every=VALUE_EVERY, model=model,
+                                     compile_hooks=compiled)  # fmt: skip
     scheduler.on_epoch_begin(0)
     return scheduler
 
@@ -167,11 +172,25 @@ class AutogradHooks:
         return {"autograd": float(autograd_penalty(self.model))}
 
 
+class OnePass(AutogradHooks):
+    """No rules: ``grad += 0 * weight`` for every weight in one foreach call (the weights and gradients
+    are unchanged, so the run trains exactly as ``plain``)."""
+
+    def before_step(self):
+        weights = [p for name, p in self.model.named_parameters() if name.endswith("weight") and p.grad is not None]
+        torch._foreach_add_([p.grad for p in weights], weights, alpha=0.0)
+        return {}
+
+    def penalty_values(self):
+        return {}
+
+
 class Variant:
-    def __init__(self, name: str, model, lr: float, momentum: float, schedule: str | None, autograd: bool = False):
-        self.name, self.model, self.autograd = name, model, autograd
+    def __init__(self, name: str, model, lr: float, momentum: float, schedule: str | None, hooks: type | None = None,
+                 compiled: bool = False):  # fmt: skip
+        self.name, self.model = name, model
         self.optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
-        self.scheduler = AutogradHooks(model) if autograd else make_scheduler(model, self.optimizer, schedule)
+        self.scheduler = hooks(model) if hooks else make_scheduler(model, self.optimizer, schedule, compiled=compiled)
         self.hooks = TimedHooks(self.scheduler)
         self.schedule = schedule
         self.per_step: list[float] = []
@@ -324,8 +343,10 @@ def build(setting: Setting, seed: int):
     rules = {"convs": CONVS, "linears": LINEARS, "l1": L1_STRENGTH, "gl": GL_STRENGTH}
     schedules = {"plain": None, "penalty": SCHEDULE.format(mode="penalty", **rules),
                  "proximal": SCHEDULE.format(mode="proximal", **rules), "pruning": PRUNING.format(**rules)}  # fmt: skip
-    variants = {name: Variant(name, copy.deepcopy(base), lr, momentum, text) for name, text in schedules.items()}
-    variants["autograd"] = Variant("autograd", copy.deepcopy(base), lr, momentum, None, autograd=True)
+    variants = {name: Variant(name, copy.deepcopy(base), lr, momentum, text, compiled=setting.compile)
+                for name, text in schedules.items()}  # fmt: skip
+    variants["autograd"] = Variant("autograd", copy.deepcopy(base), lr, momentum, None, hooks=AutogradHooks)
+    variants["one-pass"] = Variant("one-pass", copy.deepcopy(base), lr, momentum, None, hooks=OnePass)
     if setting.compile:
         for v in variants.values():
             v.model.forward = torch.compile(v.model.forward)  # as compress train --compile does
@@ -371,6 +392,7 @@ def print_one(setting: Setting, ratios: dict[str, float], variants: dict[str, Va
         verdict = ("PASS" if passed[name] else "FAIL") if passed else "reported"
         print(f"ratio {name:8s} / plain: {ratios[name]:.3f}x  (target <= {target}x: {verdict})")
     print(f"ratio autograd / plain: {ratios['autograd']:.3f}x  (for scale: penalty as a differentiable loss term)")
+    print(f"ratio one-pass / plain: {ratios['one-pass']:.3f}x  (for scale: one pass over every weight and gradient)")
     hook_costs(variants, statistics.median(plain))
     return all(passed.values())
 
@@ -384,8 +406,10 @@ def run_matrix(warmup: int, seed: int, device: str) -> bool:
         ok &= all(passed.values())
         cells = [f"{ratios[n]:.3f}x {('PASS' if passed[n] else 'FAIL') if passed else '    '}" for n in TARGETS]
         rows.append(f"{setting.label():42s}{1e3 * statistics.median(variants['plain'].per_step):9.2f}  "
-                    + "  ".join(f"{c:>13s}" for c in cells) + f"  {ratios['autograd']:8.3f}x")  # fmt: skip
-    print(f"\n{'setting':42s}{'plain ms':>9s}  " + "  ".join(f"{n:>13s}" for n in TARGETS) + f"  {'autograd':>9s}")
+                    + "  ".join(f"{c:>13s}" for c in cells) + f"  {ratios['autograd']:8.3f}x"
+                    + f"  {ratios['one-pass']:8.3f}x")  # fmt: skip
+    print(f"\n{'setting':42s}{'plain ms':>9s}  " + "  ".join(f"{n:>13s}" for n in TARGETS) + f"  {'autograd':>9s}"
+          f"  {'one-pass':>9s}")  # fmt: skip
     print("\n".join(rows))
     print("targets: " + ", ".join(f"{n} <= {t}x" for n, t in TARGETS.items()) + " on the LeNet-5 batch 64 fp32 rows; "
           f"the others are reported: {'PASS' if ok else 'FAIL'}")  # fmt: skip

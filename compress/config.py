@@ -150,7 +150,7 @@ class RunConfig:
     channels_last: bool = setting(False, bool, resume="pinned", flag="run",
                                   help="Model and inputs in channels_last memory format.")  # fmt: skip
     compile: bool = setting(False, bool, resume="pinned", flag="run",
-                            help="torch.compile the model's forward (the hooks stay outside the graph).")  # fmt: skip
+                            help="torch.compile the model's forward and, apart, the hooks' arithmetic.")  # fmt: skip
     grad_clip: float | None = setting(None, float, resume="pinned", flag="run", minimum=0, below=FLOAT32_MAX,
                                       help="Clip the data loss's gradient to this total norm (before any "
                                       "penalty gradient is added).")  # fmt: skip

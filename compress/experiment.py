@@ -157,7 +157,7 @@ def build_experiment(schedule: Schedule, config: RunConfig, thinned_spec: dict |
                          options=data_options(config, device))  # fmt: skip
     steps = len(data.train) if config.limit_batches is None else min(len(data.train), config.limit_batches)
     scheduler = CompressionScheduler(rules, optimizer, schedule, value_every=VALUE_EVERY, model=model,
-                                     seed=config.seed, steps_per_epoch=steps)  # fmt: skip
+                                     seed=config.seed, steps_per_epoch=steps, compile_hooks=config.compile)  # fmt: skip
     thinner = None
     if schedule.thinning:
         from compress.thinning.state import Thinner

@@ -2,11 +2,12 @@
 
 - ``value``: the penalty, for logging (no autograd graph);
 - ``gradient``: ``strength * dR/dw`` (penalty mode, Distiller's semantics; ``add_gradient`` adds it);
-- ``proximal``: ``w <- prox_{t R}(w)`` with ``t = lr * strength`` (proximal mode, exact zeros); it
-  returns where ``w`` is still alive as 1.0 / 0.0 (broadcastable to ``w``) so the caller can also
-  clear the optimizer's momentum of what the step zeroed, or ``None`` when the operator zeroes
-  nothing. Floats, not booleans: on the CPU a float multiply is several times faster than a
-  comparison plus a bool-to-float multiply over the same tensor.
+- ``proximal``: ``w <- prox_{t R}(w)`` with ``t = lr * strength`` (proximal mode, exact zeros); with
+  ``alive=True`` it returns where ``w`` is still alive as 1.0 / 0.0 (broadcastable to ``w``) so the
+  caller can also clear the optimizer's momentum of what the step zeroed, or ``None`` when the
+  operator zeroes nothing. Floats, not booleans: on the CPU a float multiply is several times faster
+  than a comparison plus a bool-to-float multiply over the same tensor. ``alive=False`` (no momentum
+  to clear) skips that pass.
 
 All three work on whole tensors (group norms are one reduction), never a loop over groups. To add
 a penalty: a subclass of ``Penalty`` and one ``register`` call.
@@ -15,7 +16,6 @@ a penalty: a subclass of ``Penalty`` and one ``register`` call.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from compress.groups import expand_groups, group_norms, group_scores
 from compress.registry import Registry
@@ -53,7 +53,7 @@ class Penalty:
         grad.add_(gradient)
         return result
 
-    def proximal(self, w: torch.Tensor, group: str, t: float) -> torch.Tensor | None:
+    def proximal(self, w: torch.Tensor, group: str, t: float, alive: bool = True) -> torch.Tensor | None:
         raise NotImplementedError
 
 
@@ -76,11 +76,13 @@ class L1(Penalty):
         grad.add_(w.sign(), alpha=strength)
         return self.value(w, group, strength) if value else None
 
-    def proximal(self, w, group, t):
+    def proximal(self, w, group, t, alive=True):
         # softshrink refuses a threshold beyond the dtype's range; any threshold above every |w|
-        # zeroes the tensor alike, so the largest finite one gives the exact answer
-        w.copy_(F.softshrink(w, min(t, torch.finfo(w.dtype).max)))
-        return w.sign().abs_()
+        # zeroes the tensor alike, so the largest finite one gives the exact answer. In place: one
+        # pass over w instead of three (a new tensor, then copied back)
+        torch.ops.aten.softshrink.out(w, min(t, torch.finfo(w.dtype).max), out=w)
+        # a comparison written straight into floats: one pass (a bool mask converted after is 4x slower)
+        return torch.ne(w, 0, out=torch.empty_like(w)) if alive else None
 
 
 class L2(Penalty):
@@ -97,7 +99,7 @@ class L2(Penalty):
     def gradient(self, w, group, strength, value=True, eps=0.0):
         return w * strength, (self.value(w, group, strength) if value else None)
 
-    def proximal(self, w, group, t):
+    def proximal(self, w, group, t, alive=True):
         w.div_(1.0 + t)
         return None  # shrinks, never zeroes
 
@@ -132,14 +134,14 @@ class GroupLasso(Penalty):
         gradient = w.div(torch.where(norms > NORM_FLOOR, norms, torch.inf)).mul_(strength)
         return gradient, (scores.sum() * strength if value else None)
 
-    def proximal(self, w, group, t):
+    def proximal(self, w, group, t, alive=True):
         if t <= 0:
             return None
         norms = group_norms(w, group)
         # norm 0 -> t/0 = inf -> factor clamps to 0: no NaN.
         factor = (1.0 - t / norms).clamp_min_(0.0)
         w.mul_(factor)
-        return factor.sign()
+        return factor.sign() if alive else None
 
 
 def distiller_channel_norms(w: torch.Tensor, eps: float) -> torch.Tensor:
@@ -192,7 +194,7 @@ class GroupVariance(Penalty):
         # 1 / var has no closed-form gradient worth writing by hand
         return _autograd(lambda leaf: self._term(leaf, group, strength, eps), w, value)
 
-    def proximal(self, w, group, t):
+    def proximal(self, w, group, t, alive=True):
         raise NotImplementedError("group_variance has no proximal operator")
 
 

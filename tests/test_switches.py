@@ -197,3 +197,47 @@ def test_config_files_take_the_switches(tmp_path):
         load_config_file(path)
     text = str(info.value)
     assert "amp: unknown value 'fp8'" in text and "grad_clip: must be >= 0" in text
+
+
+BOTH_MODES = """\
+rules:
+  - {name: gl, penalty: group_lasso, groups: [filters, channels], strength: 0.05, layers: [0.weight], mode: penalty}
+  - {name: l1c, penalty: l1, strength: 0.002, layers: [0.weight], mode: penalty}
+  - {name: l1, penalty: l1, strength: 0.02, layers: [3.weight], mode: proximal}
+  - {name: glp, penalty: group_lasso, groups: channels, strength: 0.05, layers: [3.weight], mode: proximal}
+"""
+
+
+@pytest.mark.slow
+def test_compiled_hooks_do_what_the_eager_hooks_do():
+    """--compile also compiles the hooks' arithmetic: the same weights (to rounding), the same exact
+    zeros and the same cleared momentum as the eager hooks, over epochs whose learning rate changes
+    (one graph for every rate, not one per rate) and with the rule values sampled."""
+    from torch._dynamo.utils import counters
+
+    runs = []
+    for compiled in (False, True):
+        model = _net()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        schedule = parse_schedule(BOTH_MODES, "s.yaml")
+        rules, _ = bind(schedule, model, epochs=4)
+        scheduler = CompressionScheduler(rules, optimizer, schedule, value_every=2, compile_hooks=compiled)
+        counters.clear()
+        values = []
+        for epoch in range(4):
+            scheduler.on_epoch_begin(epoch)
+            optimizer.param_groups[0]["lr"] = 0.1 / (epoch + 1)
+            for x, y in _batches():
+                values.append(_step(model, nn.CrossEntropyLoss(), optimizer, scheduler, x, y, Loop(1))[1])
+        runs.append((model, optimizer, values, counters["stats"]["unique_graphs"]))
+    (eager, eager_opt, eager_values, _), (compiled, compiled_opt, compiled_values, graphs) = runs
+    assert 0 < graphs <= 6, f"{graphs} graphs: the hooks are recompiled per epoch"
+    for (name, a), b in zip(eager.named_parameters(), compiled.parameters(), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6, msg=name)
+        assert torch.equal(a == 0, b == 0), f"{name}: the exact zeros differ"
+        assert torch.equal(eager_opt.state[a]["momentum_buffer"] == 0, compiled_opt.state[b]["momentum_buffer"] == 0)
+    assert int((compiled[3].weight == 0).sum()) > 0, "the proximal steps zeroed nothing: the test shows nothing"
+    assert [sorted(v) for v in eager_values] == [sorted(v) for v in compiled_values]
+    for a, b in zip(eager_values, compiled_values, strict=True):
+        for name in a:
+            torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-7)
