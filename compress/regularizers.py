@@ -21,7 +21,8 @@ from compress.groups import expand_groups, group_norms, group_scores
 from compress.registry import Registry
 
 # Below this norm a float32 group's squares underflow and its computed norm is 0 or garbage: such a
-# group is treated as zero (subgradient 0), which is what it is for any practical purpose.
+# group's gradient divides by this floor instead (a valid subgradient, of norm below 1; exactly 0 for
+# an all-zero group), which is zero for any practical purpose.
 NORM_FLOOR = torch.finfo(torch.float32).tiny ** 0.5  # ~1.1e-19
 
 
@@ -130,8 +131,9 @@ class GroupLasso(Penalty):
         norms = expand_groups(scores, group, w.shape)
         # (w / ||w_g||) * strength: the operations, in the order, of autograd's gradient of strength *
         # sum ||w_g|| (what Distiller computed), so the two agree to the last bit. A group whose norm
-        # underflows divides by inf: its gradient is 0 (a torch.where over w would cost 20x more).
-        gradient = w.div(torch.where(norms > NORM_FLOOR, norms, torch.inf)).mul_(strength)
+        # is below the floor (its squares underflow) divides by the floor instead: a subgradient of
+        # norm below 1, 0 for a zero group, where autograd's would be inf or NaN
+        gradient = w.div(norms.clamp_min(NORM_FLOOR)).mul_(strength)
         return gradient, (scores.sum() * strength if value else None)
 
     def proximal(self, w, group, t, alive=True):

@@ -188,13 +188,16 @@ def test_all_zero_weight_is_handled_without_nan(penalty, group, shape_key):
 
 
 def test_group_lasso_gradient_of_tiny_groups_is_bounded():
-    """Groups whose squares underflow float32 (norm < NORM_FLOOR) count as zero: subgradient 0, no blow-up;
-    small groups above the floor still get a unit-norm gradient."""
-    w = torch.tensor([[1e-30, -2e-30, 2e-30], [3.0, 0.0, 4.0], [1e-18, -2e-18, 2e-18]])
+    """Groups whose squares underflow float32 (norm < NORM_FLOOR) divide by the floor: a subgradient of
+    norm below 1 (no blow-up, no NaN), exactly 0 for an all-zero group; small groups above the floor
+    still get a unit-norm gradient."""
+    w = torch.tensor([[1e-30, -2e-30, 2e-30], [3.0, 0.0, 4.0], [1e-18, -2e-18, 2e-18], [0.0, 0.0, 0.0]])
     grad = torch.zeros_like(w)
     R.get("group_lasso").add_gradient(w, grad, "filters", 1.0)
-    expected = torch.tensor([[0.0, 0.0, 0.0], [0.6, 0.0, 0.8], [1 / 3, -2 / 3, 2 / 3]])
-    assert_close(grad, expected)
+    expected = torch.tensor([[1e-30, -2e-30, 2e-30], [0.6, 0.0, 0.8], [1 / 3, -2 / 3, 2 / 3], [0.0, 0.0, 0.0]])
+    expected[0] /= R.NORM_FLOOR
+    torch.testing.assert_close(grad, expected, rtol=1e-6, atol=0)
+    assert float(grad[0].norm()) < 1e-9 and torch.equal(grad[3], torch.zeros(3))
     assert 3e-30 < R.NORM_FLOOR < 3e-18
 
 
