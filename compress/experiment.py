@@ -3,6 +3,7 @@ compression scheduler. Every user mistake surfaces here, before a run directory 
 
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -179,6 +180,10 @@ def speed_switches(model: nn.Module, config: RunConfig, device: torch.device) ->
         model.to(memory_format=torch.channels_last)
     if config.compile:
         check_compiler(device)
+        if device.type == "cpu":
+            # torch's C++ builder says "No CUDA runtime is found" on every CPU compile: true, and
+            # nothing a CPU run needs to hear
+            logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         model.forward = torch.compile(model.forward)
 
 
