@@ -8,6 +8,7 @@ import torch
 
 from compress import groups as G
 from compress import regularizers as R
+from compress.groups import group_scores
 from tests.helpers import SHAPES, assert_close, reference_groups
 
 
@@ -277,3 +278,26 @@ def test_proximal_point_minimizes_the_prox_objective(penalty, group, shape_key):
             candidates.append(p + scale * torch.randn(shape, generator=gen, dtype=torch.float64))
     for c in candidates:
         assert best <= objective(c) + 1e-12
+
+
+@pytest.mark.parametrize("penalty, group", [("l1", "elements"), ("group_lasso", "filters"),
+                                            ("group_lasso", "channels")])  # fmt: skip
+def test_proximal_in_place_on_any_layout_and_without_the_alive_mask(penalty, group):
+    """The operators write into the weight itself: a channels_last or transposed copy gets the same
+    values as a contiguous one (group norms to rounding: the reduction order follows the layout), and
+    ``alive=False`` (no momentum to clear) changes the weights the same way while returning nothing."""
+    w = sample((8, 4, 3, 3), seed=7)
+    units = (w.abs() if penalty == "l1" else group_scores(w, group)).flatten().sort().values
+    middle = len(units) // 2
+    t = float(units[middle - 1] + units[middle]) / 2  # half of the units become zero, none on the boundary
+    expected = w.clone()
+    keep = R.get(penalty).proximal(expected, group, t)
+    assert (expected == 0).any() and keep is not None
+    transposed = w.clone().transpose(0, 1).contiguous().transpose(0, 1)  # the same values, strided
+    for view in (w.clone().to(memory_format=torch.channels_last), transposed):
+        assert torch.equal(R.get(penalty).proximal(view, group, t).expand(w.shape), keep.expand(w.shape))
+        torch.testing.assert_close(view, expected, rtol=1e-5, atol=0)
+        assert torch.equal(view == 0, expected == 0)
+    quiet = w.clone()
+    assert R.get(penalty).proximal(quiet, group, t, alive=False) is None
+    assert torch.equal(quiet, expected)
