@@ -21,7 +21,8 @@ LeNet-5 with ``--amp bf16`` and with ``--compile`` (the plain step gets faster; 
 become the bottleneck; as in ``compress train --compile``, the hooks' arithmetic is compiled
 too). The variants run in short chunks of steps, interleaved round-robin (the order rotates every
 round); a ratio is the median over rounds of each round's own ratio, so bursts of load from other
-processes cancel out.
+processes cancel out, and ``±`` (or ``90% interval``) is how far a bootstrap of the rounds moves
+that median: a ratio within it of a target is one this machine cannot tell from the target.
 
     python benchmarks/regularizer_overhead.py --matrix          # every setting, PASS / FAIL (~5 min)
     python benchmarks/regularizer_overhead.py                   # LeNet-5, batch 64, torch's threads
@@ -36,6 +37,7 @@ from __future__ import annotations
 import argparse
 import copy
 import fnmatch
+import random
 import statistics
 import sys
 import time
@@ -374,6 +376,15 @@ def measure(setting: Setting, warmup: int, seed: int) -> tuple[dict[str, float],
     return ratios, variants, loader
 
 
+def interval(variant: Variant, plain: Variant, seed: int = 0) -> tuple[float, float]:
+    """A 90% bootstrap interval of the paired median ratio: how far the machine's noise moves it (a
+    verdict whose interval straddles the target says the machine could not tell)."""
+    pairs = [a / b for a, b in zip(variant.per_step, plain.per_step, strict=True)]
+    rng = random.Random(seed)
+    medians = sorted(statistics.median(rng.choices(pairs, k=len(pairs))) for _ in range(1000))
+    return medians[50], medians[949]
+
+
 def verdicts(ratios: dict[str, float], setting: Setting) -> dict[str, bool]:
     return {name: ratios[name] <= target for name, target in TARGETS.items()} if setting.gated() else {}
 
@@ -390,11 +401,18 @@ def print_one(setting: Setting, ratios: dict[str, float], variants: dict[str, Va
     passed = verdicts(ratios, setting)
     for name, target in TARGETS.items():
         verdict = ("PASS" if passed[name] else "FAIL") if passed else "reported"
-        print(f"ratio {name:8s} / plain: {ratios[name]:.3f}x  (target <= {target}x: {verdict})")
+        low, high = interval(variants[name], variants["plain"])
+        print(f"ratio {name:8s} / plain: {ratios[name]:.3f}x  (90% interval {low:.3f}-{high:.3f}; target <= {target}x: "
+              f"{verdict})")  # fmt: skip
     print(f"ratio autograd / plain: {ratios['autograd']:.3f}x  (for scale: penalty as a differentiable loss term)")
     print(f"ratio one-pass / plain: {ratios['one-pass']:.3f}x  (for scale: one pass over every weight and gradient)")
     hook_costs(variants, statistics.median(plain))
     return all(passed.values())
+
+
+def _half_width(variant: Variant, plain: Variant) -> str:
+    low, high = interval(variant, plain)
+    return f"{(high - low) / 2:.3f}".lstrip("0")
 
 
 def run_matrix(warmup: int, seed: int, device: str) -> bool:
@@ -404,11 +422,12 @@ def run_matrix(warmup: int, seed: int, device: str) -> bool:
         ratios, variants, _ = measure(setting, warmup, seed)
         passed = verdicts(ratios, setting)
         ok &= all(passed.values())
-        cells = [f"{ratios[n]:.3f}x {('PASS' if passed[n] else 'FAIL') if passed else '    '}" for n in TARGETS]
+        cells = [f"{ratios[n]:.3f}x±{_half_width(variants[n], variants['plain'])} "
+                 f"{('PASS' if passed[n] else 'FAIL') if passed else '    '}" for n in TARGETS]  # fmt: skip
         rows.append(f"{setting.label():42s}{1e3 * statistics.median(variants['plain'].per_step):9.2f}  "
-                    + "  ".join(f"{c:>13s}" for c in cells) + f"  {ratios['autograd']:8.3f}x"
+                    + "  ".join(f"{c:>18s}" for c in cells) + f"  {ratios['autograd']:8.3f}x"
                     + f"  {ratios['one-pass']:8.3f}x")  # fmt: skip
-    print(f"\n{'setting':42s}{'plain ms':>9s}  " + "  ".join(f"{n:>13s}" for n in TARGETS) + f"  {'autograd':>9s}"
+    print(f"\n{'setting':42s}{'plain ms':>9s}  " + "  ".join(f"{n:>18s}" for n in TARGETS) + f"  {'autograd':>9s}"
           f"  {'one-pass':>9s}")  # fmt: skip
     print("\n".join(rows))
     print("targets: " + ", ".join(f"{n} <= {t}x" for n, t in TARGETS.items()) + " on the LeNet-5 batch 64 fp32 rows; "
