@@ -261,8 +261,8 @@ class CompressionScheduler(Participant):
         (Distiller's way), so both give the same bits."""
         if self.pruning is not None:
             self.pruning.gather_gradients()
-        losses = self._gradients(self._gradient_plan, self._step % self.value_every == 0) \
-            if self._gradient_plan else {}  # fmt: skip
+        plan = self._gradient_plan
+        losses = _record(plan, self._gradients(plan, self._step % self.value_every == 0)) if plan else {}
         if self.pruning is not None:
             self.pruning.before_update()
         return losses
@@ -391,28 +391,34 @@ def _by_parameter(terms: list[_Term]) -> list[list[_Term]]:
     return list(by_param.values())
 
 
-def _record(losses: dict[str, torch.Tensor], term: _Term, value: torch.Tensor | None) -> None:
-    if value is not None:
-        name = term.bound.rule.name
-        losses[name] = losses[name] + value if name in losses else value
-
-
-def _penalty_gradients(plan: list[list[_Term]], sample: bool) -> dict[str, torch.Tensor]:
-    """Penalty mode's step (``before_step``): every term's gradient into ``.grad``, and with ``sample``
-    the terms' values. A function of its arguments alone, so that ``torch.compile`` can take it."""
+def _record(plan: list[list[_Term]], values: list[torch.Tensor | None]) -> dict[str, torch.Tensor]:
+    """Each rule's value: the sum of its terms' values, in plan order (``values`` follows the plan's
+    terms, ``None`` where a term was not sampled)."""
     losses: dict[str, torch.Tensor] = {}
+    for term, value in zip((t for terms in plan for t in terms), values, strict=True):
+        if value is not None:
+            name = term.bound.rule.name
+            losses[name] = losses[name] + value if name in losses else value
+    return losses
+
+
+def _penalty_gradients(plan: list[list[_Term]], sample: bool) -> list[torch.Tensor | None]:
+    """Penalty mode's step (``before_step``): every term's gradient into ``.grad``; returns each term's
+    value (``None`` unless ``sample``), in plan order. A function of its arguments alone that reads
+    no rule names, so that ``torch.compile`` takes it and compiles it once per structure (penalty,
+    group, weight shape), not once per rule."""
+    values: list[torch.Tensor | None] = []
     for terms in plan:
         param = terms[0].target.param
         if len(terms) == 1 and param.grad is not None:  # one term: added in place, no sum to order
             term = terms[0]
-            value = term.penalty.add_gradient(param, param.grad, term.group, term.strength, sample, term.eps)
-            _record(losses, term, value)
+            values.append(term.penalty.add_gradient(param, param.grad, term.group, term.strength, sample, term.eps))
             continue
         gradients = []
         for term in terms:
             gradient, value = term.penalty.gradient(param, term.group, term.strength, sample, term.eps)
             gradients.append(gradient)
-            _record(losses, term, value)
+            values.append(value)
         total = gradients[-1]
         for gradient in reversed(gradients[:-1]):
             total = total.add_(gradient)
@@ -420,7 +426,7 @@ def _penalty_gradients(plan: list[list[_Term]], sample: bool) -> dict[str, torch
             param.grad = total
         else:
             param.grad.add_(total)
-    return losses
+    return values
 
 
 def _proximal_steps(plan: list[_Term], buffers: list[list[torch.Tensor]], lr: float) -> None:

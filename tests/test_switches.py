@@ -241,3 +241,28 @@ def test_compiled_hooks_do_what_the_eager_hooks_do():
     for a, b in zip(eager_values, compiled_values, strict=True):
         for name in a:
             torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_compiled_hooks_compile_once_per_structure_not_per_rule():
+    """Twelve rules, each active in one epoch, two structures (L1 on one weight or the other): the
+    compiled hooks make a graph per structure (and per sampled / not sampled step), so a schedule
+    that switches rules every epoch never reaches torch.compile's recompile limit (8), beyond which
+    the hooks would silently fall back to eager with a long warning."""
+    from torch._dynamo.utils import counters
+
+    rules = "".join(f"  - {{name: r{e}, penalty: l1, strength: 0.001, layers: [{0 if e % 2 else 3}.weight], "
+                    f"epochs: [{e}, {e + 1}], mode: penalty}}\n" for e in range(12))  # fmt: skip
+    model = _net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    schedule = parse_schedule("rules:\n" + rules, "s.yaml")
+    bound, _ = bind(schedule, model, epochs=12)
+    scheduler = CompressionScheduler(bound, optimizer, schedule, value_every=2, compile_hooks=True)
+    counters.clear()
+    seen = set()
+    for epoch in range(12):
+        scheduler.on_epoch_begin(epoch)
+        for x, y in _batches(2):
+            seen.update(_step(model, nn.CrossEntropyLoss(), optimizer, scheduler, x, y, Loop(1))[1])
+    assert seen == {f"r{e}" for e in range(12)}, "every rule's value is reported under its own name"
+    assert counters["stats"]["unique_graphs"] <= 4
