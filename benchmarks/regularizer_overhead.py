@@ -47,6 +47,8 @@ import torch
 import torch.nn.functional as F
 from machine_load import BusyMeter
 
+from compress.training import Participant
+
 TARGETS = {"penalty": 1.02, "proximal": 1.02, "pruning": 1.03}
 L1_STRENGTH = 1.0e-5
 GL_STRENGTH = 1.0e-3
@@ -147,13 +149,10 @@ def autograd_penalty(model) -> torch.Tensor:
     return torch.stack(terms).sum()
 
 
-class AutogradHooks:
+class AutogradHooks(Participant):
     """The penalties as a differentiable term: built with autograd and back-propagated into .grad
     in ``before_step`` (gradients add up, so this equals adding the term to the data loss; it costs
     one more, tiny, autograd pass). Returns the value like the real hooks do."""
-
-    def on_epoch_begin(self, epoch):
-        pass
 
     def __init__(self, model):
         self.model = model
@@ -164,26 +163,20 @@ class AutogradHooks:
             term.backward()
         return {"autograd": term.detach()}
 
-    def after_step(self, lr):
-        return {}
-
-    def on_epoch_end(self, epoch, metrics):
-        pass
-
     def penalty_values(self):
         return {"autograd": float(autograd_penalty(self.model))}
 
 
-class OnePass(AutogradHooks):
+class OnePass(Participant):
     """No rules: ``grad += 0 * weight`` for every weight in one foreach call (the weights and gradients
     are unchanged, so the run trains exactly as ``plain``)."""
+
+    def __init__(self, model):
+        self.model = model
 
     def before_step(self):
         weights = [p for name, p in self.model.named_parameters() if name.endswith("weight") and p.grad is not None]
         torch._foreach_add_([p.grad for p in weights], weights, alpha=0.0)
-        return {}
-
-    def penalty_values(self):
         return {}
 
 

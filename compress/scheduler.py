@@ -298,12 +298,7 @@ class CompressionScheduler(Participant):
                 keep = G.kept_by_threshold(t.param, group, bound.rule.threshold_criterion, t.threshold)
                 t.param.mul_(keep)
                 if bound.rule.clear_momentum:
-                    self._clear_moments(t.param, keep)
-
-    def _clear_moments(self, param: nn.Parameter, keep: torch.Tensor | None) -> None:
-        if keep is not None:
-            for buffer in moments(self.optimizer, param):
-                buffer.mul_(keep)
+                    _clear(moments(self.optimizer, t.param), keep)
 
     @staticmethod
     def _value(bound: BoundRule) -> torch.Tensor:
@@ -433,7 +428,13 @@ def _proximal_steps(plan: list[_Term], buffers: list[list[torch.Tensor]], lr: fl
     """Proximal mode's step (``after_step``): each term's operator in turn, and the momentum
     ``buffers`` of each term's weight cleared where its operator zeroed."""
     for term, moment_buffers in zip(plan, buffers, strict=True):
-        alive = term.penalty.proximal(term.target.param, term.group, lr * term.strength, bool(moment_buffers))
-        if alive is not None:
-            for buffer in moment_buffers:
-                buffer.mul_(alive)
+        _clear(moment_buffers, term.penalty.proximal(term.target.param, term.group, lr * term.strength,
+                                                     bool(moment_buffers)))  # fmt: skip
+
+
+def _clear(buffers: list[torch.Tensor], keep: torch.Tensor | None) -> None:
+    """Momentum-like optimizer state zeroed where ``keep`` is 0 (what a proximal step or threshold
+    zeroed), so that a zero is not pushed straight back out by the steps before it."""
+    if keep is not None:
+        for buffer in buffers:
+            buffer.mul_(keep)
