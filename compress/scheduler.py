@@ -298,7 +298,7 @@ class CompressionScheduler(Participant):
                 keep = G.kept_by_threshold(t.param, group, bound.rule.threshold_criterion, t.threshold)
                 t.param.mul_(keep)
                 if bound.rule.clear_momentum:
-                    _clear(moments(self.optimizer, t.param), keep)
+                    R.clear(moments(self.optimizer, t.param), keep)
 
     @staticmethod
     def _value(bound: BoundRule) -> torch.Tensor:
@@ -428,13 +428,4 @@ def _proximal_steps(plan: list[_Term], buffers: list[list[torch.Tensor]], lr: fl
     """Proximal mode's step (``after_step``): each term's operator in turn, and the momentum
     ``buffers`` of each term's weight cleared where its operator zeroed."""
     for term, moment_buffers in zip(plan, buffers, strict=True):
-        _clear(moment_buffers, term.penalty.proximal(term.target.param, term.group, lr * term.strength,
-                                                     bool(moment_buffers)))  # fmt: skip
-
-
-def _clear(buffers: list[torch.Tensor], keep: torch.Tensor | None) -> None:
-    """Momentum-like optimizer state zeroed where ``keep`` is 0 (what a proximal step or threshold
-    zeroed), so that a zero is not pushed straight back out by the steps before it."""
-    if keep is not None:
-        for buffer in buffers:
-            buffer.mul_(keep)
+        term.penalty.proximal_step(term.target.param, term.group, lr * term.strength, moment_buffers)

@@ -301,3 +301,34 @@ def test_proximal_in_place_on_any_layout_and_without_the_alive_mask(penalty, gro
     quiet = w.clone()
     assert R.get(penalty).proximal(quiet, group, t, alive=False) is None
     assert torch.equal(quiet, expected)
+
+
+@pytest.mark.parametrize("penalty, group, shape_key", CASES, ids=IDS)
+def test_proximal_step_clears_the_momentum_of_exactly_what_it_zeroed(penalty, group, shape_key):
+    """What the scheduler calls: the operator, and every momentum buffer zeroed where (and only where)
+    the operator zeroed the weight; L1 does it its own fused way (from the weight before it shrinks),
+    so a weight exactly on the threshold is included: it becomes 0, its momentum too."""
+    shape = SHAPES[shape_key]
+    w = sample(shape, seed=8)
+    idx = units(penalty, group, shape)
+    norms = sorted(float(w[i].norm()) for i in idx)
+    middle = len(norms) // 2
+    # a single weight's norm is exact, so one sits exactly on the threshold; a group norm is only
+    # computed to rounding, so the threshold falls between two (half the only one's norm: it survives)
+    if penalty != "group_lasso":
+        t = norms[middle]
+    else:
+        t = (norms[middle - 1] + norms[middle]) / 2 if len(norms) > 1 else norms[0] / 2
+    x = w.clone()
+    buffers = [sample(shape, seed=9), sample(shape, seed=10).to(memory_format=torch.contiguous_format)]
+    before = [b.clone() for b in buffers]
+    R.get(penalty).proximal_step(x, group, t, buffers)
+    assert_close(x, ref_prox(penalty, w, group, t))
+    for buffer, old in zip(buffers, before, strict=True):
+        for i in idx:
+            died = penalty != "l2" and float(w[i].norm()) <= t
+            assert (x[i] == 0).all() == died
+            assert torch.equal(buffer[i], torch.zeros_like(old[i]) if died else old[i])
+    quiet = w.clone()
+    R.get(penalty).proximal_step(quiet, group, t, [])
+    assert torch.equal(quiet, x), "without buffers the step changes the weight the same way"
