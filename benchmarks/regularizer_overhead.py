@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from machine_load import BusyMeter
 
+from compress.experiment import compile_forward
 from compress.training import Participant
 
 TARGETS = {"penalty": 1.02, "proximal": 1.02, "pruning": 1.03}
@@ -344,7 +345,7 @@ def build(setting: Setting, seed: int):
     variants["one-pass"] = Variant("one-pass", copy.deepcopy(base), lr, momentum, None, hooks=OnePass)
     if setting.compile:
         for v in variants.values():
-            v.model.forward = torch.compile(v.model.forward)  # as compress train --compile does
+            compile_forward(v.model, torch.device(setting.device))  # what compress train --compile does
     return loader, variants
 
 

@@ -179,12 +179,18 @@ def speed_switches(model: nn.Module, config: RunConfig, device: torch.device) ->
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
     if config.compile:
-        check_compiler(device)
-        if device.type == "cpu":
-            # torch's C++ builder says "No CUDA runtime is found" on every CPU compile: true, and
-            # nothing a CPU run needs to hear
-            logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-        model.forward = torch.compile(model.forward)
+        compile_forward(model, device)
+
+
+def compile_forward(model: nn.Module, device: torch.device) -> None:
+    """``--compile``: the forward compiled in place (see ``speed_switches``), after checking that the
+    machine can build what torch.compile makes."""
+    check_compiler(device)
+    if device.type == "cpu":
+        # torch's C++ builder says "No CUDA runtime is found" on every CPU compile: true, and
+        # nothing a CPU run needs to hear
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    model.forward = torch.compile(model.forward)
 
 
 def check_compiler(device: torch.device) -> None:
