@@ -8,7 +8,7 @@
   operator zeroes nothing. Floats, not booleans: on the CPU a float multiply is several times faster
   than a comparison plus a bool-to-float multiply over the same tensor. ``alive=False`` (no momentum
   to clear) skips that pass. ``proximal_step`` is what the scheduler calls: the operator and the
-  clearing of the given momentum buffers together (L1 does both in two passes instead of four).
+  clearing of the given momentum buffers together (L1: two passes with one buffer, not three).
 
 All three work on whole tensors (group norms are one reduction), never a loop over groups. To add
 a penalty: a subclass of ``Penalty`` and one ``register`` call.
