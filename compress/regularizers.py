@@ -91,10 +91,8 @@ class L1(Penalty):
         return self.value(w, group, strength) if value else None
 
     def proximal(self, w, group, t, alive=True):
-        # softshrink refuses a threshold beyond the dtype's range; any threshold above every |w|
-        # zeroes the tensor alike, so the largest finite one gives the exact answer. In place: one
-        # pass over w instead of three (a new tensor, then copied back)
-        torch.ops.aten.softshrink.out(w, min(t, torch.finfo(w.dtype).max), out=w)
+        # in place: one pass over w instead of three (a new tensor, then copied back)
+        torch.ops.aten.softshrink.out(w, _representable(t, w), out=w)
         # a comparison written straight into floats: one pass (a bool mask converted after is 4x slower)
         return torch.ne(w, 0, out=torch.empty_like(w)) if alive else None
 
@@ -104,13 +102,18 @@ class L1(Penalty):
             # the learning rate a symbolic float (after its first change), torch 2.14 clears the
             # buffers where the *shrunk* w is small (measured: 205 cleared of 1000 where 101 is right)
             return super().proximal_step(w, group, t, moments)
-        t = min(t, torch.finfo(w.dtype).max)
         # softshrink's backward passes a value where |w| > t and 0 where softshrink zeroes: exactly
         # "keep the momentum where w survives", read from w before it shrinks and written over the
         # buffer in one pass; no mask tensor (one pass per buffer instead of a mask pass plus one)
         for buffer in moments:
-            torch.ops.aten.softshrink_backward.grad_input(buffer, w, t, grad_input=buffer)
-        torch.ops.aten.softshrink.out(w, t, out=w)
+            torch.ops.aten.softshrink_backward.grad_input(buffer, w, _representable(t, w), grad_input=buffer)
+        self.proximal(w, group, t, alive=False)
+
+
+def _representable(t: float, w: torch.Tensor) -> float:
+    """softshrink (and its backward) refuse a threshold beyond the dtype's range; any threshold above
+    every |w| zeroes the tensor alike, so the largest finite one gives the exact answer."""
+    return min(t, torch.finfo(w.dtype).max)
 
 
 class L2(Penalty):
